@@ -1,0 +1,34 @@
+"""Reusable building blocks, wired together per experiment in YAML."""
+
+from sercaf_toolkit.lobes.fusion import (
+    ConcatFusion,
+    CrossAttentionFusion,
+    FiLMFusion,
+    FusionBlock,
+    PaperCAF,
+    SumFusion,
+)
+from sercaf_toolkit.lobes.masking import GlobalNormalization, MaskedPooling
+from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead
+from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
+from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
+from sercaf_toolkit.lobes.ssl import LengthAwareGroupNorm, SSLStream
+
+__all__ = [
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "DPCNN",
+    "DualStreamModel",
+    "EmotionHead",
+    "FiLMFusion",
+    "FusionBlock",
+    "GlobalNormalization",
+    "LengthAwareGroupNorm",
+    "LogMel",
+    "MaskedPooling",
+    "PaperCAF",
+    "SSLStream",
+    "SpectrogramStream",
+    "SumFusion",
+    "TextRCNN",
+]

@@ -1,0 +1,127 @@
+"""The multi-stream model and its classifier head.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import torch
+
+
+def _built(part, **sizes):
+    """Returns ``part`` if it is a module, else calls the factory with sizes.
+
+    YAML recipes pass fusion blocks and heads as ``!name:`` factories so that
+    stream widths (read from the SSL model's config) never have to be
+    written twice; tests and Python users may pass ready modules.
+    """
+    if isinstance(part, torch.nn.Module):
+        return part
+    return part(**sizes)
+
+
+class EmotionHead(torch.nn.Module):
+    """Classifier head: dropout, linear layer, log-softmax.
+
+    Usable as the ``classifier`` of SpeechBrain's ``EncoderClassifier``,
+    whose ``classify_batch`` takes the maximum of these log-probabilities.
+
+    Arguments
+    ---------
+    input_size : int
+        Width of the utterance embedding.
+    n_classes : int
+        Number of emotion classes.
+    dropout : float
+        Dropout on the embedding.
+
+    Example
+    -------
+    >>> head = EmotionHead(input_size=8, n_classes=4)
+    >>> head(torch.randn(3, 8)).exp().sum(dim=-1)
+    tensor([1.0000, 1.0000, 1.0000], grad_fn=<SumBackward1>)
+    """
+
+    def __init__(self, input_size, n_classes, dropout=0.0):
+        super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.linear = torch.nn.Linear(input_size, n_classes)
+        self.n_classes = n_classes
+
+    def forward(self, embeddings):
+        """Maps ``[B, input_size]`` embeddings to ``[B, n_classes]`` log-probs."""
+        return torch.log_softmax(self.linear(self.dropout(embeddings)), dim=-1)
+
+
+class DualStreamModel(torch.nn.Module):
+    """Streams, one fusion block and a classifier head, wired by YAML.
+
+    ``forward(wavs, wav_lens)`` returns the fused utterance embedding, so
+    the model serves as the ``embedding_model`` of SpeechBrain's
+    ``EncoderClassifier`` and ``model.classifier`` as its ``classifier``.
+    Any number of streams is accepted (the fusion block decides whether it
+    can take them); every stream receives the same waveforms.
+
+    Arguments
+    ---------
+    streams : list of torch.nn.Module
+        Each ``(wavs, wav_lens) -> (frames [B, T_i, D_i], mask [B, T_i])``
+        with an ``output_size`` attribute.
+    fusion : torch.nn.Module or callable
+        A fusion block, or a factory called as ``fusion(input_sizes=[...])``
+        with the streams' widths (``!name:`` in YAML).
+    classifier : torch.nn.Module or callable
+        A head mapping embeddings to log-probabilities, or a factory called
+        as ``classifier(input_size=fusion.output_size)``.
+
+    Example
+    -------
+    >>> from functools import partial
+    >>> from sercaf_toolkit.lobes.fusion import CrossAttentionFusion
+    >>> from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
+    >>> from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
+    >>> model = DualStreamModel(
+    ...     streams=[
+    ...         SpectrogramStream(LogMel(n_mels=40), DPCNN(40, 16, 2)),
+    ...         SpectrogramStream(LogMel(n_mels=40), TextRCNN(40, 16, 8)),
+    ...     ],
+    ...     fusion=partial(CrossAttentionFusion, output_size=12, attention_size=8),
+    ...     classifier=partial(EmotionHead, n_classes=4),
+    ... )
+    >>> wavs, wav_lens = torch.randn(2, 16000), torch.tensor([1.0, 0.7])
+    >>> model(wavs, wav_lens).shape
+    torch.Size([2, 12])
+    >>> model.log_probabilities(wavs, wav_lens).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, streams, fusion, classifier):
+        super().__init__()
+        self.streams = torch.nn.ModuleList(streams)
+        input_sizes = [stream.output_size for stream in self.streams]
+        self.fusion = _built(fusion, input_sizes=input_sizes)
+        self.classifier = _built(classifier, input_size=self.fusion.output_size)
+        self.output_size = self.fusion.output_size
+
+    def forward(self, wavs, wav_lens=None):
+        """Embeds ``[B, samples]`` waveforms into ``[B, output_size]``.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` 16 kHz waveforms, padded at the end.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths (SpeechBrain convention).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, output_size]`` utterance embeddings.
+        """
+        outputs = [stream(wavs, wav_lens) for stream in self.streams]
+        features = [frames for frames, _ in outputs]
+        masks = [mask for _, mask in outputs]
+        return self.fusion(features, masks)
+
+    def log_probabilities(self, wavs, wav_lens=None):
+        """Class log-probabilities ``[B, n_classes]`` of a waveform batch."""
+        return self.classifier(self(wavs, wav_lens))

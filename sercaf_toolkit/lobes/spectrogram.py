@@ -1,0 +1,150 @@
+"""The log-mel front end and the stream trained from scratch on it.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import torch
+import torchaudio
+
+from sercaf_toolkit.lobes.masking import lengths_to_mask, relative_to_absolute
+
+
+class LogMel(torch.nn.Module):
+    """Length-aware log-mel spectrogram computed on the batch, in torch.
+
+    Defaults are the paper's librosa settings (slaney mel scale and norm,
+    n_fft 2048, hop 512, 224 bands, centred frames). Decibels are taken
+    against a fixed reference (not each utterance's maximum, which would
+    throw the loudness cue away); ``top_db`` floors each utterance at its
+    own maximum over *valid* frames minus ``top_db``. The paper's final
+    per-utterance 0-255 scaling is left to a normalisation module
+    (see :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`).
+
+    Arguments
+    ---------
+    sample_rate : int
+        Sample rate of the input waveforms.
+    n_fft : int
+        FFT size (and window length).
+    hop_length : int
+        Frame shift in samples.
+    n_mels : int
+        Number of mel bands.
+    top_db : float, optional
+        Dynamic range kept below each utterance's peak (``None``: all).
+    amin : float
+        Power floor before the logarithm.
+
+    Example
+    -------
+    >>> logmel = LogMel()
+    >>> feats, mask = logmel(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> feats.shape, mask.sum(dim=1).tolist()
+    (torch.Size([2, 32, 224]), [32, 16])
+    """
+
+    def __init__(
+        self,
+        sample_rate=16000,
+        n_fft=2048,
+        hop_length=512,
+        n_mels=224,
+        top_db=80.0,
+        amin=1e-10,
+    ):
+        super().__init__()
+        self.hop_length = hop_length
+        self.top_db = top_db
+        self.amin = amin
+        self.output_size = n_mels
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            center=True,
+            pad_mode="constant",  # librosa's default: zeros, like padding
+            power=2.0,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def forward(self, wavs, wav_lens=None):
+        """Computes ``[batch, frames, n_mels]`` dB features and their mask.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` waveforms, padded at the end.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths.
+
+        Returns
+        -------
+        features : torch.Tensor
+            ``[batch, frames, n_mels]`` log-mel in dB; padded frames zero.
+        mask : torch.Tensor
+            ``[batch, frames]`` bool valid-frame mask.
+        """
+        batch, samples = wavs.shape
+        if wav_lens is None:
+            wav_lens = torch.ones(batch, device=wavs.device)
+        lengths = relative_to_absolute(wav_lens, samples).to(wavs.device)
+        # Zeroing the padding makes the frames that straddle the end of an
+        # utterance see the same zeros as an unpadded run's centre padding.
+        wavs = wavs * lengths_to_mask(lengths, samples)
+        with torch.autocast(wavs.device.type, enabled=False):
+            power = self.mel(wavs.float()).transpose(1, 2)  # [B, T, F]
+        decibels = 10.0 * torch.log10(power.clamp(min=self.amin))
+        frames = lengths // self.hop_length + 1
+        mask = lengths_to_mask(frames, decibels.shape[1])
+        if self.top_db is not None:
+            hidden = torch.finfo(decibels.dtype).min
+            peak = decibels.masked_fill(~mask.unsqueeze(-1), hidden)
+            peak = peak.amax(dim=(1, 2), keepdim=True)
+            decibels = torch.maximum(decibels, peak - self.top_db)
+        return decibels * mask.unsqueeze(-1), mask
+
+
+class SpectrogramStream(torch.nn.Module):
+    """The stream trained from scratch: front end, normalisation, encoder.
+
+    Arguments
+    ---------
+    frontend : torch.nn.Module
+        ``(wavs, wav_lens) -> (features, mask)``, e.g. :class:`LogMel`.
+    encoder : torch.nn.Module
+        ``(features, mask) -> (frames, mask)`` with an ``output_size``
+        attribute, e.g. :class:`~sercaf_toolkit.lobes.scratch.DPCNN`.
+    normalization : torch.nn.Module, optional
+        ``(features, mask) -> features``, e.g.
+        :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`.
+
+    Example
+    -------
+    >>> from sercaf_toolkit.lobes.masking import GlobalNormalization
+    >>> from sercaf_toolkit.lobes.scratch import DPCNN
+    >>> stream = SpectrogramStream(
+    ...     LogMel(n_mels=40),
+    ...     DPCNN(input_size=40, num_filters=16, num_blocks=2),
+    ...     GlobalNormalization(40),
+    ... )
+    >>> feats, mask = stream(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> feats.shape, mask.sum(dim=1).tolist(), stream.output_size
+    (torch.Size([2, 8, 16]), [8, 4], 16)
+    """
+
+    def __init__(self, frontend, encoder, normalization=None):
+        super().__init__()
+        self.frontend = frontend
+        self.normalization = normalization
+        self.encoder = encoder
+        self.output_size = encoder.output_size
+
+    def forward(self, wavs, wav_lens=None):
+        """Encodes waveforms to ``([B, T, output_size], [B, T] mask)``."""
+        features, mask = self.frontend(wavs, wav_lens)
+        if self.normalization is not None:
+            features = self.normalization(features, mask)
+        return self.encoder(features, mask)

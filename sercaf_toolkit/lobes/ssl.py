@@ -1,0 +1,235 @@
+"""The pre-trained speech model stream (wav2vec2, HuBERT, WavLM).
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import contextlib
+
+import torch
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+from sercaf_toolkit.lobes.masking import lengths_to_mask, relative_to_absolute
+
+
+class LengthAwareGroupNorm(torch.nn.GroupNorm):
+    """Per-channel GroupNorm whose statistics cover only the valid frames.
+
+    The base models (wav2vec2-base, HuBERT-base, WavLM-base) normalise the
+    first CNN layer's output over *time*, so padding changes every frame of
+    a padded utterance. This drop-in replacement keeps the original
+    parameters (same names, same tensors) and, when ``valid_frames`` is set,
+    computes each utterance's mean and variance over its own frames only.
+
+    Arguments
+    ---------
+    group_norm : torch.nn.GroupNorm
+        The module to replace; must have one group per channel.
+
+    Example
+    -------
+    >>> norm = LengthAwareGroupNorm(torch.nn.GroupNorm(4, 4))
+    >>> x = torch.randn(1, 4, 6)
+    >>> padded = torch.cat([x, torch.randn(1, 4, 3)], dim=-1)
+    >>> norm.valid_frames = torch.tensor([6])
+    >>> torch.allclose(norm(padded)[..., :6], norm.__class__.__bases__[0].forward(norm, x), atol=1e-5)
+    True
+    """
+
+    def __init__(self, group_norm):
+        if group_norm.num_groups != group_norm.num_channels:
+            raise ValueError("LengthAwareGroupNorm needs one group per channel")
+        super().__init__(
+            group_norm.num_groups,
+            group_norm.num_channels,
+            eps=group_norm.eps,
+            affine=group_norm.affine,
+        )
+        if group_norm.affine:
+            self.weight = group_norm.weight
+            self.bias = group_norm.bias
+        self.valid_frames = None
+
+    def forward(self, x):
+        """Normalises ``[batch, channels, time]`` over valid frames."""
+        if self.valid_frames is None:
+            return super().forward(x)
+        mask = lengths_to_mask(self.valid_frames.to(x.device), x.shape[-1])
+        weights = mask.unsqueeze(1).float()
+        x_float = x.float()  # statistics in float32 under autocast too
+        count = weights.sum(dim=-1, keepdim=True)
+        mean = (x_float * weights).sum(dim=-1, keepdim=True) / count
+        centred = x_float - mean
+        var = (centred.pow(2) * weights).sum(dim=-1, keepdim=True) / count
+        normalised = centred / torch.sqrt(var + self.eps)
+        if self.affine:
+            normalised = normalised * self.weight[:, None] + self.bias[:, None]
+        return normalised.to(x.dtype)
+
+
+class SSLStream(Wav2Vec2):
+    """A HuggingFace wav2vec2 / HuBERT / WavLM model as a length-aware stream.
+
+    Builds on SpeechBrain's ``Wav2Vec2`` wrapper (hub id or local folder,
+    feature-extractor settings, freezing) and replaces its feature
+    extraction, which layer-normalises the waveform over the padding and so
+    makes a padded batch differ from single-file results. Here the waveform
+    is standardised over each utterance's valid samples, the first CNN
+    layer's GroupNorm is made length-aware, and the transformer gets the
+    attention mask: padding changes no valid frame.
+
+    Arguments
+    ---------
+    source : str
+        HuggingFace hub id (``facebook/wav2vec2-base``,
+        ``facebook/hubert-base-ls960``, ``microsoft/wavlm-base-plus``, ...)
+        or a local folder holding a saved model and its feature extractor.
+    save_path : str
+        Cache folder for downloads (unused for local folders).
+    freeze : bool
+        Freeze the whole model (a fixed feature extractor).
+    freeze_feature_extractor : bool
+        When fine-tuning, keep the CNN feature extractor frozen (the usual
+        practice, and the default).
+    output : str
+        ``"last"``: the last transformer layer; ``"weighted_sum"``: a
+        learnable softmax-weighted sum of all hidden layers (as in SUPERB).
+    apply_spec_augment : bool
+        Let the HF model mask time steps in training (its own SpecAugment).
+    **kwargs
+        Passed to ``from_pretrained``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
+    >>> source = build_tiny_ssl_model(tempfile.mkdtemp())
+    >>> stream = SSLStream(source, output="weighted_sum")
+    >>> feats, mask = stream(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> feats.shape, mask.sum(dim=1).tolist(), stream.output_size
+    (torch.Size([2, 49, 32]), [49, 24], 32)
+    """
+
+    OUTPUTS = ("last", "weighted_sum")
+
+    def __init__(
+        self,
+        source,
+        save_path="",
+        freeze=False,
+        freeze_feature_extractor=True,
+        output="last",
+        apply_spec_augment=False,
+        **kwargs,
+    ):
+        if output not in self.OUTPUTS:
+            raise ValueError(f"output must be one of {self.OUTPUTS}")
+        super().__init__(
+            source,
+            save_path,
+            output_norm=False,
+            freeze=freeze,
+            freeze_feature_extractor=False,  # done below, more thoroughly
+            apply_spec_augment=apply_spec_augment,
+            output_all_hiddens=output == "weighted_sum",
+            **kwargs,
+        )
+        self.output = output
+        self.freeze_feature_extractor = freeze_feature_extractor
+        if freeze_feature_extractor and not freeze:
+            # HF's own freezing also stops the CNN from asking for input
+            # gradients, so backward never runs through the frozen CNN.
+            self.model.feature_extractor._freeze_parameters()
+        first_conv = self.model.feature_extractor.conv_layers[0]
+        if isinstance(first_conv.layer_norm, torch.nn.GroupNorm):
+            first_conv.layer_norm = LengthAwareGroupNorm(first_conv.layer_norm)
+        self.output_size = self.model.config.hidden_size
+        if output == "weighted_sum":
+            # LayerDrop skips layers in training, and transformers then
+            # records fewer hidden states: the weights would lose their
+            # layers. A weighted sum over all layers needs every layer.
+            self.model.config.layerdrop = 0.0
+            num_layers = self.model.config.num_hidden_layers + 1
+            self.layer_weights = torch.nn.Parameter(torch.zeros(num_layers))
+
+    def train(self, mode=True):
+        """Sets training mode, keeping frozen parts in evaluation mode.
+
+        SpeechBrain's Brain calls ``train()`` on every module at each epoch;
+        without this a "frozen" model would run with dropout on.
+        """
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+        elif self.freeze_feature_extractor:
+            self.model.feature_extractor.eval()
+        return self
+
+    @contextlib.contextmanager
+    def _group_norm_lengths(self, sample_lengths):
+        """Tells the first CNN layer's GroupNorm how many frames are valid."""
+        first_layer = self.model.feature_extractor.conv_layers[0]
+        norm = first_layer.layer_norm
+        if not isinstance(norm, LengthAwareGroupNorm):
+            yield
+            return
+        conv = first_layer.conv
+        frames = (sample_lengths - conv.kernel_size[0]) // conv.stride[0] + 1
+        norm.valid_frames = frames
+        try:
+            yield
+        finally:
+            norm.valid_frames = None
+
+    def forward(self, wavs, wav_lens=None):
+        """Encodes a padded batch of 16 kHz waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` waveforms, padded at the end.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths (SpeechBrain convention).
+
+        Returns
+        -------
+        features : torch.Tensor
+            ``[batch, frames, output_size]``; padded frames are zero.
+        mask : torch.Tensor
+            ``[batch, frames]`` bool, ``True`` on valid frames.
+        """
+        batch, samples = wavs.shape
+        if wav_lens is None:
+            wav_lens = torch.ones(batch, device=wavs.device)
+        lengths = relative_to_absolute(wav_lens, samples).to(wavs.device)
+        sample_mask = lengths_to_mask(lengths, samples)
+        wavs = wavs * sample_mask
+        if self.normalize_wav:
+            wavs = self._standardise(wavs, sample_mask)
+        frame_lengths = self.model._get_feat_extract_output_lengths(lengths)
+
+        track_grad = torch.is_grad_enabled() and not self.freeze
+        with torch.set_grad_enabled(track_grad):
+            with self._group_norm_lengths(lengths):
+                out = self.model(
+                    wavs,
+                    attention_mask=sample_mask.long(),
+                    output_hidden_states=self.output == "weighted_sum",
+                )
+        if self.output == "weighted_sum":
+            hidden = torch.stack(out.hidden_states, dim=0)
+            weights = torch.softmax(self.layer_weights, dim=0)
+            features = (weights.view(-1, 1, 1, 1) * hidden).sum(dim=0)
+        else:
+            features = out.last_hidden_state
+        mask = lengths_to_mask(frame_lengths, features.shape[1])
+        return features * mask.unsqueeze(-1).to(features.dtype), mask
+
+    @staticmethod
+    def _standardise(wavs, sample_mask, eps=1e-7):
+        """Zero mean, unit variance over valid samples (as HF's extractor)."""
+        weights = sample_mask.to(wavs.dtype)
+        count = weights.sum(dim=1, keepdim=True)
+        mean = (wavs * weights).sum(dim=1, keepdim=True) / count
+        var = ((wavs - mean).pow(2) * weights).sum(dim=1, keepdim=True) / count
+        return (wavs - mean) / torch.sqrt(var + eps) * weights

@@ -1,0 +1,132 @@
+"""Emotion recognition metrics accumulated over batches.
+
+WA (weighted accuracy) is overall accuracy, UA (unweighted accuracy) the
+mean per-class recall, and F1 is reported macro-averaged and
+support-weighted. All are computed from one confusion matrix that grows
+batch by batch, and equal scikit-learn's ``accuracy_score``,
+``balanced_accuracy_score`` and ``f1_score`` on the same predictions,
+including their handling of classes absent from the data: UA averages over
+classes that occur in the targets, macro F1 over classes that occur in the
+targets or the predictions.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import torch
+
+
+class EmotionMetrics:
+    """Accumulates predictions and summarises WA, UA, F1 and confusions.
+
+    The interface follows SpeechBrain's ``MetricStats``: ``append`` per
+    batch, ``summarize`` at the end of a stage, ``clear`` to start again.
+
+    Arguments
+    ---------
+    labels : list of str or int
+        Class names in index order, or the number of classes.
+
+    Example
+    -------
+    >>> metrics = EmotionMetrics(["ang", "hap", "neu", "sad"])
+    >>> metrics.append(["a", "b"], torch.tensor([0, 1]), torch.tensor([0, 2]))
+    >>> metrics.append(["c"], torch.tensor([[0.1, 0.2, 0.6, 0.1]]), torch.tensor([2]))
+    >>> summary = metrics.summarize()
+    >>> round(summary["WA"], 4), round(summary["UA"], 4)
+    (0.6667, 0.75)
+    >>> summary["confusion_matrix"][2]  # true "neu": 1 as "hap", 1 as "neu"
+    [0, 1, 1, 0]
+    """
+
+    def __init__(self, labels):
+        if isinstance(labels, int):
+            labels = list(range(labels))
+        self.labels = list(labels)
+        self.clear()
+
+    def clear(self):
+        """Forgets everything appended so far."""
+        n = len(self.labels)
+        self.confusion = torch.zeros(n, n, dtype=torch.long)
+        self.ids = []
+
+    def append(self, ids, predictions, targets):
+        """Adds one batch.
+
+        Arguments
+        ---------
+        ids : list of str
+            Utterance ids (kept in ``self.ids``).
+        predictions : torch.Tensor
+            ``[B]`` class indices, or ``[B, C]`` scores (argmax is taken).
+        targets : torch.Tensor
+            ``[B]`` (or ``[B, 1]``, as SpeechBrain's label encoders give)
+            class indices.
+        """
+        predictions = torch.as_tensor(predictions).detach().cpu()
+        if predictions.dim() == 2 and predictions.shape[1] > 1:
+            predictions = predictions.argmax(dim=1)
+        predictions = predictions.reshape(-1).long()
+        targets = torch.as_tensor(targets).detach().cpu().reshape(-1).long()
+        if predictions.shape != targets.shape:
+            raise ValueError(
+                f"{predictions.numel()} predictions for {targets.numel()} targets"
+            )
+        n = len(self.labels)
+        for name, values in (("prediction", predictions), ("target", targets)):
+            if values.numel() and (values.min() < 0 or values.max() >= n):
+                raise ValueError(f"{name} outside the {n} known classes")
+        flat = targets * n + predictions
+        self.confusion += torch.bincount(flat, minlength=n * n).view(n, n)
+        self.ids.extend(ids)
+
+    def summarize(self, field=None):
+        """Computes the metrics from everything appended.
+
+        Arguments
+        ---------
+        field : str, optional
+            Return only this entry (e.g. ``"UA"``).
+
+        Returns
+        -------
+        dict or float
+            ``WA``, ``UA``, ``macro_F1``, ``weighted_F1`` (fractions),
+            ``per_class_recall`` and ``per_class_F1`` (by label name),
+            ``support`` and ``confusion_matrix`` (rows: true, columns:
+            predicted), or the single ``field``.
+        """
+        confusion = self.confusion.double()
+        true_positives = confusion.diag()
+        support = confusion.sum(dim=1)
+        predicted = confusion.sum(dim=0)
+        total = support.sum()
+        present = support > 0
+        seen = present | (predicted > 0)
+        recall = true_positives / support.clamp(min=1)
+        # 2TP / (2TP + FP + FN), 0 where TP = 0 (scikit-learn's zero_division).
+        f1 = 2 * true_positives / (support + predicted).clamp(min=1)
+
+        def mean_over(values, keep):
+            return float(values[keep].mean()) if keep.any() else 0.0
+
+        summary = {
+            "WA": float(true_positives.sum() / total) if total > 0 else 0.0,
+            "UA": mean_over(recall, present),
+            "macro_F1": mean_over(f1, seen),
+            "weighted_F1": (
+                float((f1 * support).sum() / total) if total > 0 else 0.0
+            ),
+            "per_class_recall": {
+                str(label): float(r) for label, r in zip(self.labels, recall)
+            },
+            "per_class_F1": {
+                str(label): float(f) for label, f in zip(self.labels, f1)
+            },
+            "support": {
+                str(label): int(s) for label, s in zip(self.labels, support)
+            },
+            "confusion_matrix": self.confusion.tolist(),
+        }
+        return summary if field is None else summary[field]
