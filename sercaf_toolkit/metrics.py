@@ -31,7 +31,8 @@ class EmotionMetrics:
     -------
     >>> metrics = EmotionMetrics(["ang", "hap", "neu", "sad"])
     >>> metrics.append(["a", "b"], torch.tensor([0, 1]), torch.tensor([0, 2]))
-    >>> metrics.append(["c"], torch.tensor([[0.1, 0.2, 0.6, 0.1]]), torch.tensor([2]))
+    >>> scores = torch.tensor([[0.1, 0.2, 0.6, 0.1]])  # argmax is taken
+    >>> metrics.append(["c"], scores, torch.tensor([2]))
     >>> summary = metrics.summarize()
     >>> round(summary["WA"], 4), round(summary["UA"], 4)
     (0.6667, 0.75)
@@ -71,7 +72,8 @@ class EmotionMetrics:
         targets = torch.as_tensor(targets).detach().cpu().reshape(-1).long()
         if predictions.shape != targets.shape:
             raise ValueError(
-                f"{predictions.numel()} predictions for {targets.numel()} targets"
+                f"{predictions.numel()} predictions for "
+                f"{targets.numel()} targets"
             )
         n = len(self.labels)
         for name, values in (("prediction", predictions), ("target", targets)):

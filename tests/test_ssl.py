@@ -17,7 +17,9 @@ def utterances():
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 @pytest.mark.parametrize("norm", ["group", "layer"])
 @pytest.mark.parametrize("output", ["last", "weighted_sum"])
-def test_padding_changes_no_valid_frame(tiny_ssl_source, model_type, norm, output):
+def test_padding_changes_no_valid_frame(
+    tiny_ssl_source, model_type, norm, output
+):
     stream = SSLStream(tiny_ssl_source(model_type, norm), output=output)
     assert_stream_ignores_padding(stream, utterances())
 
@@ -38,7 +40,9 @@ def test_plain_group_norm_would_leak_padding():
     aware = LengthAwareGroupNorm(group_norm)
     x = torch.randn(1, 4, 10)
     padded = torch.cat([x, 5 + torch.randn(1, 4, 6)], dim=-1)
-    assert not torch.allclose(group_norm(padded)[..., :10], group_norm(x), atol=1e-3)
+    assert not torch.allclose(
+        group_norm(padded)[..., :10], group_norm(x), atol=1e-3
+    )
     aware.valid_frames = torch.tensor([10])
     torch.testing.assert_close(aware(padded)[..., :10], group_norm(x))
 
@@ -56,9 +60,7 @@ def test_output_shape_and_width_from_config(tiny_ssl_source, model_type):
 def _gradients(stream):
     feats, mask = stream(torch.randn(2, 8000), torch.tensor([1.0, 0.6]))
     feats.sum().backward()
-    cnn = [
-        p.grad for p in stream.model.feature_extractor.parameters()
-    ]
+    cnn = [p.grad for p in stream.model.feature_extractor.parameters()]
     encoder = [p.grad for p in stream.model.encoder.parameters()]
     return cnn, encoder
 
@@ -97,11 +99,15 @@ def test_frozen_model_gets_no_gradient_but_layer_weights_do(tiny_ssl_source):
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 @pytest.mark.parametrize("norm", ["group", "layer"])
-def test_single_utterance_matches_the_hf_model(tiny_ssl_source, model_type, norm):
+def test_single_utterance_matches_the_hf_model(
+    tiny_ssl_source, model_type, norm
+):
     """Unpadded, the stream is the HF model on a standardised waveform."""
     stream = SSLStream(tiny_ssl_source(model_type, norm)).eval()
     wavs = torch.randn(1, 8000)
-    standardised = (wavs - wavs.mean()) / torch.sqrt(wavs.var(unbiased=False) + 1e-7)
+    standardised = (wavs - wavs.mean()) / torch.sqrt(
+        wavs.var(unbiased=False) + 1e-7
+    )
     with torch.no_grad():
         feats, _ = stream(wavs)
         reference = stream.model(standardised).last_hidden_state
@@ -116,8 +122,12 @@ def test_weighted_sum_follows_layer_weights(tiny_ssl_source):
         middle_only, _ = stream(wavs)
         stream.layer_weights.zero_()
         average, _ = stream(wavs)
-        standardised = stream._standardise(wavs, torch.ones_like(wavs, dtype=torch.bool))
-        hidden = stream.model(standardised, output_hidden_states=True).hidden_states
+        standardised = stream._standardise(
+            wavs, torch.ones_like(wavs, dtype=torch.bool)
+        )
+        hidden = stream.model(
+            standardised, output_hidden_states=True
+        ).hidden_states
     torch.testing.assert_close(middle_only, hidden[1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(
         average, torch.stack(hidden).mean(dim=0), atol=1e-4, rtol=1e-4

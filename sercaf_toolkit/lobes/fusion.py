@@ -45,7 +45,9 @@ class FusionBlock(torch.nn.Module):
         self.pooling = MaskedPooling(pooling)
 
     def _check(self, features, masks):
-        if len(features) != len(self.input_sizes) or len(masks) != len(features):
+        if len(features) != len(self.input_sizes) or len(masks) != len(
+            features
+        ):
             raise ValueError(
                 f"{type(self).__name__} was built for {len(self.input_sizes)} "
                 f"streams, got {len(features)} feature and {len(masks)} "
@@ -85,7 +87,7 @@ class SumFusion(FusionBlock):
     -------
     >>> fusion = SumFusion([12, 5], output_size=8)
     >>> feats = [torch.randn(2, 6, 12), torch.randn(2, 3, 5)]
-    >>> masks = [torch.ones(2, 6, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)]
+    >>> masks = [torch.ones(2, 6).bool(), torch.ones(2, 3).bool()]
     >>> fusion(feats, masks).shape
     torch.Size([2, 8])
     """
@@ -156,7 +158,7 @@ class FiLMFusion(FusionBlock):
     -------
     >>> fusion = FiLMFusion([12, 5], output_size=8)
     >>> feats = [torch.randn(2, 6, 12), torch.randn(2, 3, 5)]
-    >>> masks = [torch.ones(2, 6, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)]
+    >>> masks = [torch.ones(2, 6).bool(), torch.ones(2, 3).bool()]
     >>> fusion(feats, masks).shape
     torch.Size([2, 8])
     """
@@ -177,7 +179,9 @@ class FiLMFusion(FusionBlock):
         """Fuses lists of ``[B, T_i, D_i]`` frames into ``[B, output_size]``."""
         vectors = self.pooled(features, masks)
         modulated = []
-        for index, (vector, modulator) in enumerate(zip(vectors, self.modulators)):
+        for index, (vector, modulator) in enumerate(
+            zip(vectors, self.modulators)
+        ):
             others = torch.cat(vectors[:index] + vectors[index + 1 :], dim=-1)
             gamma, beta = modulator(others).chunk(2, dim=-1)
             modulated.append((1 + gamma) * vector + beta)
@@ -215,12 +219,13 @@ class CrossAttentionFusion(FusionBlock):
     -------
     >>> fusion = CrossAttentionFusion([12, 5], output_size=8, attention_size=16)
     >>> feats = [torch.randn(2, 6, 12), torch.randn(2, 3, 5)]
-    >>> masks = [torch.ones(2, 6, dtype=torch.bool), torch.tensor([[True] * 3, [True, False, False]])]
+    >>> short = torch.tensor([[True] * 3, [True, False, False]])
+    >>> masks = [torch.ones(2, 6).bool(), short]
     >>> fusion(feats, masks).shape
     torch.Size([2, 8])
     >>> fusion.keep_attention = True
     >>> _ = fusion(feats, masks)
-    >>> [tuple(w.shape) for w in fusion.attention_maps]  # [B, T_i, sum of other T]
+    >>> [tuple(w.shape) for w in fusion.attention_maps]  # [B, T_i, other T]
     [(2, 6, 3), (2, 3, 6)]
     """
 
@@ -308,7 +313,7 @@ class PaperCAF(FusionBlock):
     -------
     >>> fusion = PaperCAF([12, 5], output_size=8)
     >>> feats = [torch.randn(2, 6, 12), torch.randn(2, 3, 5)]
-    >>> masks = [torch.ones(2, 6, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)]
+    >>> masks = [torch.ones(2, 6).bool(), torch.ones(2, 3).bool()]
     >>> fusion(feats, masks).shape
     torch.Size([2, 8])
     """

@@ -212,7 +212,9 @@ class GlobalNormalization(torch.nn.Module):
         self.eps = eps
         self.register_buffer("running_mean", torch.zeros(input_size))
         self.register_buffer("running_var", torch.ones(input_size))
-        self.register_buffer("frame_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer(
+            "frame_count", torch.zeros((), dtype=torch.float64)
+        )
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()

@@ -37,8 +37,9 @@ class EmotionHead(torch.nn.Module):
     Example
     -------
     >>> head = EmotionHead(input_size=8, n_classes=4)
-    >>> head(torch.randn(3, 8)).exp().sum(dim=-1)
-    tensor([1.0000, 1.0000, 1.0000], grad_fn=<SumBackward1>)
+    >>> log_probs = head(torch.randn(3, 8))
+    >>> log_probs.shape, torch.allclose(log_probs.exp().sum(dim=-1), torch.ones(3))
+    (torch.Size([3, 4]), True)
     """
 
     def __init__(self, input_size, n_classes, dropout=0.0):
@@ -48,7 +49,7 @@ class EmotionHead(torch.nn.Module):
         self.n_classes = n_classes
 
     def forward(self, embeddings):
-        """Maps ``[B, input_size]`` embeddings to ``[B, n_classes]`` log-probs."""
+        """Maps ``[B, input_size]`` embeddings to ``[B, classes]`` log-probs."""
         return torch.log_softmax(self.linear(self.dropout(embeddings)), dim=-1)
 
 
@@ -84,7 +85,9 @@ class DualStreamModel(torch.nn.Module):
     ...         SpectrogramStream(LogMel(n_mels=40), DPCNN(40, 16, 2)),
     ...         SpectrogramStream(LogMel(n_mels=40), TextRCNN(40, 16, 8)),
     ...     ],
-    ...     fusion=partial(CrossAttentionFusion, output_size=12, attention_size=8),
+    ...     fusion=partial(
+    ...         CrossAttentionFusion, output_size=12, attention_size=8
+    ...     ),
     ...     classifier=partial(EmotionHead, n_classes=4),
     ... )
     >>> wavs, wav_lens = torch.randn(2, 16000), torch.tensor([1.0, 0.7])

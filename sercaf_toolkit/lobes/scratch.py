@@ -113,7 +113,9 @@ class DPCNN(torch.nn.Module):
     (torch.Size([2, 3, 8]), [3, 2], 8)
     """
 
-    def __init__(self, input_size=224, num_filters=250, num_blocks=3, dropout=0.0):
+    def __init__(
+        self, input_size=224, num_filters=250, num_blocks=3, dropout=0.0
+    ):
         super().__init__()
         self.region = torch.nn.Conv1d(input_size, num_filters, 3, padding=1)
         self.convs = torch.nn.ModuleList(
