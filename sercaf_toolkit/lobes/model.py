@@ -38,7 +38,8 @@ class EmotionHead(torch.nn.Module):
     -------
     >>> head = EmotionHead(input_size=8, n_classes=4)
     >>> log_probs = head(torch.randn(3, 8))
-    >>> log_probs.shape, torch.allclose(log_probs.exp().sum(dim=-1), torch.ones(3))
+    >>> total = log_probs.exp().sum(dim=-1)
+    >>> log_probs.shape, torch.allclose(total, torch.ones(3))
     (torch.Size([3, 4]), True)
     """
 
