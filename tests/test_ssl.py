@@ -137,3 +137,16 @@ def test_weighted_sum_follows_layer_weights(tiny_ssl_source):
 def test_unknown_output_is_rejected(tiny_ssl_source):
     with pytest.raises(ValueError, match="output must be one of"):
         SSLStream(tiny_ssl_source(), output="mean")
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_rebuilt_from_architecture_and_state_dict(tiny_ssl_source, model_type):
+    """How an exported model is loaded: config, then weights."""
+    stream = SSLStream(tiny_ssl_source(model_type), output="weighted_sum")
+    rebuilt = SSLStream(stream.architecture, output="weighted_sum")
+    rebuilt.load_state_dict(stream.state_dict())
+    wavs = torch.randn(2, 6000)
+    with torch.no_grad():
+        expected, _ = stream.eval()(wavs)
+        actual, _ = rebuilt.eval()(wavs)
+    torch.testing.assert_close(actual, expected)

@@ -5,9 +5,10 @@ Authors
 """
 
 import contextlib
+from collections.abc import Mapping
 
 import torch
-from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+import transformers
 
 from sercaf_toolkit.lobes.masking import lengths_to_mask, relative_to_absolute
 
@@ -68,25 +69,32 @@ class LengthAwareGroupNorm(torch.nn.GroupNorm):
         return normalised.to(x.dtype)
 
 
-class SSLStream(Wav2Vec2):
+class SSLStream(torch.nn.Module):
     """A HuggingFace wav2vec2 / HuBERT / WavLM model as a length-aware stream.
 
-    Builds on SpeechBrain's ``Wav2Vec2`` wrapper (hub id or local folder,
-    feature-extractor settings, freezing) and replaces its feature
-    extraction, which layer-normalises the waveform over the padding and so
-    makes a padded batch differ from single-file results. Here the waveform
-    is standardised over each utterance's valid samples, the first CNN
-    layer's GroupNorm is made length-aware, and the transformer gets the
-    attention mask: padding changes no valid frame.
+    SpeechBrain's ``integrations.huggingface.Wav2Vec2`` wrapper is not used
+    here, for three reasons: it layer-normalises the waveform over the
+    padding (a padded batch then differs from single-file results), it can
+    only be built from a hub id or folder (an exported model must be
+    buildable from the config written in its ``hyperparams.yaml``, because
+    ``EncoderClassifier.from_hparams`` builds the modules before it collects
+    any file), and a frozen model goes back to training mode (dropout on)
+    when Brain calls ``train()``. Here the waveform is standardised over each
+    utterance's valid samples, the first CNN layer's GroupNorm is made
+    length-aware, the transformer gets the attention mask, and frozen parts
+    stay in evaluation mode: padding changes no valid frame.
 
     Arguments
     ---------
-    source : str
+    source : str or dict
         HuggingFace hub id (``facebook/wav2vec2-base``,
         ``facebook/hubert-base-ls960``, ``microsoft/wavlm-base-plus``, ...)
-        or a local folder holding a saved model and its feature extractor.
-    save_path : str
-        Cache folder for downloads (unused for local folders).
+        or a local folder with a saved model and its feature extractor; or
+        ``{"config": <HF config dict>, "do_normalize": bool}`` to build the
+        architecture without weights (they come from a checkpoint), as
+        :attr:`architecture` returns it.
+    save_path : str, optional
+        Cache folder for hub downloads.
     freeze : bool
         Freeze the whole model (a fixed feature extractor).
     freeze_feature_extractor : bool
@@ -97,8 +105,6 @@ class SSLStream(Wav2Vec2):
         learnable softmax-weighted sum of all hidden layers (as in SUPERB).
     apply_spec_augment : bool
         Let the HF model mask time steps in training (its own SpecAugment).
-    **kwargs
-        Passed to ``from_pretrained``.
 
     Example
     -------
@@ -109,6 +115,9 @@ class SSLStream(Wav2Vec2):
     >>> feats, mask = stream(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> feats.shape, mask.sum(dim=1).tolist(), stream.output_size
     (torch.Size([2, 49, 32]), [49, 24], 32)
+    >>> same_shape = SSLStream(stream.architecture)  # no weights read
+    >>> same_shape.output_size
+    32
     """
 
     OUTPUTS = ("last", "weighted_sum")
@@ -116,28 +125,37 @@ class SSLStream(Wav2Vec2):
     def __init__(
         self,
         source,
-        save_path="",
+        save_path=None,
         freeze=False,
         freeze_feature_extractor=True,
         output="last",
         apply_spec_augment=False,
-        **kwargs,
     ):
+        super().__init__()
         if output not in self.OUTPUTS:
             raise ValueError(f"output must be one of {self.OUTPUTS}")
-        super().__init__(
-            source,
-            save_path,
-            output_norm=False,
-            freeze=freeze,
-            freeze_feature_extractor=False,  # done below, more thoroughly
-            apply_spec_augment=apply_spec_augment,
-            output_all_hiddens=output == "weighted_sum",
-            **kwargs,
-        )
-        self.output = output
+        if isinstance(source, Mapping):
+            config = dict(source["config"])
+            config = transformers.AutoConfig.for_model(
+                config.pop("model_type"), **config
+            )
+            self.model = transformers.AutoModel.from_config(config)
+            self.normalize_wav = bool(source["do_normalize"])
+        else:
+            self.model = transformers.AutoModel.from_pretrained(
+                source, cache_dir=save_path
+            )
+            extractor = transformers.AutoFeatureExtractor.from_pretrained(
+                source, cache_dir=save_path
+            )
+            self.normalize_wav = bool(getattr(extractor, "do_normalize", False))
+        self.model.config.apply_spec_augment = apply_spec_augment
+        self.freeze = freeze
         self.freeze_feature_extractor = freeze_feature_extractor
-        if freeze_feature_extractor and not freeze:
+        self.output = output
+        if freeze:
+            self.model.requires_grad_(False)
+        elif freeze_feature_extractor:
             # HF's own freezing also stops the CNN from asking for input
             # gradients, so backward never runs through the frozen CNN.
             self.model.feature_extractor._freeze_parameters()
@@ -152,6 +170,15 @@ class SSLStream(Wav2Vec2):
             self.model.config.layerdrop = 0.0
             num_layers = self.model.config.num_hidden_layers + 1
             self.layer_weights = torch.nn.Parameter(torch.zeros(num_layers))
+        self.train()
+
+    @property
+    def architecture(self):
+        """The ``source`` that rebuilds this stream's shape without weights."""
+        return {
+            "config": self.model.config.to_dict(),
+            "do_normalize": self.normalize_wav,
+        }
 
     def train(self, mode=True):
         """Sets training mode, keeping frozen parts in evaluation mode.
