@@ -9,7 +9,7 @@ from sercaf_toolkit.lobes.fusion import (
     SumFusion,
 )
 from sercaf_toolkit.lobes.masking import GlobalNormalization, MaskedPooling
-from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead
+from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead, PassThrough
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
 from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
 from sercaf_toolkit.lobes.ssl import LengthAwareGroupNorm, SSLStream
@@ -27,6 +27,7 @@ __all__ = [
     "LogMel",
     "MaskedPooling",
     "PaperCAF",
+    "PassThrough",
     "SSLStream",
     "SpectrogramStream",
     "SumFusion",

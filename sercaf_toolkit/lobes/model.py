@@ -19,6 +19,23 @@ def _built(part, **sizes):
     return part(**sizes)
 
 
+class PassThrough(torch.nn.Module):
+    """Returns its first input unchanged, ignoring any others.
+
+    Fills the ``compute_features`` and ``mean_var_norm`` slots of
+    SpeechBrain's ``EncoderClassifier`` for models that take raw waveforms.
+
+    Example
+    -------
+    >>> PassThrough()(torch.ones(2), torch.zeros(2))
+    tensor([1., 1.])
+    """
+
+    def forward(self, x, *args, **kwargs):
+        """Returns ``x``."""
+        return x
+
+
 class EmotionHead(torch.nn.Module):
     """Classifier head: dropout, linear layer, log-softmax.
 

@@ -1,0 +1,293 @@
+"""SERBrain: training, validation and testing of a multi-stream SER model.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import contextlib
+import csv
+import json
+import os
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import if_main_process
+
+from sercaf_toolkit.lobes.ssl import SSLStream
+from sercaf_toolkit.metrics import EmotionMetrics
+
+
+@register_checkpoint_hooks
+class RandomState:
+    """Saves and restores torch's global random state with a checkpoint.
+
+    The data order is already reproducible (SpeechBrain's samplers seed each
+    epoch), but dropout and augmentation draw from the global generator; a
+    resumed run restores it so that it continues exactly like a run that
+    was never interrupted.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> state = RandomState()
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rng.ckpt"
+    >>> state.save(path)
+    >>> first = torch.rand(3)
+    >>> state.load(path)
+    >>> torch.equal(torch.rand(3), first)
+    True
+    """
+
+    @mark_as_saver
+    def save(self, path):
+        """Writes the CPU (and CUDA, if any) generator states to ``path``."""
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restores the generator states written by :meth:`save`."""
+        state = torch.load(path, weights_only=True)
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SERBrain(sb.Brain):
+    """Trains a :class:`~sercaf_toolkit.lobes.DualStreamModel` on emotions.
+
+    Expected ``modules``: ``model``. Expected hparams:
+
+    - ``opt_class`` (optimizer of everything but the SSL models) and
+      ``ssl_opt_class`` (optimizer of the SSL models' weights; their layer
+      weights belong to the first group), and optional schedulers
+      ``lr_annealing`` / ``lr_annealing_ssl`` (called with the validation
+      loss at each epoch end, like SpeechBrain's ``NewBobScheduler``);
+    - ``label_encoder`` (a fitted ``CategoricalEncoder``);
+    - optional ``ssl_warmup_steps`` (the SSL models stay frozen for that
+      many optimizer steps), ``class_weights`` (a tensor for the loss, or
+      ``"balanced"``), ``selection_key`` (validation metric that picks the
+      best checkpoint, default ``"UA"``), ``train_logger``,
+      ``output_folder`` (where the test stage writes
+      ``test_metrics.json`` and ``predictions.csv``).
+
+    Batches carry ``id``, ``sig`` (padded waveforms and relative lengths)
+    and ``label_encoded``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        labels = self.hparams.label_encoder
+        self.label_names = [labels.ind2lab[i] for i in range(len(labels))]
+        self.selection_key = getattr(self.hparams, "selection_key", "UA")
+        self.ssl_warmup_steps = getattr(self.hparams, "ssl_warmup_steps", 0)
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("random_state", RandomState())
+
+    # Forward and loss -------------------------------------------------------
+
+    def _ssl_streams(self):
+        return [m for m in self.modules.modules() if isinstance(m, SSLStream)]
+
+    @contextlib.contextmanager
+    def _ssl_warmup(self, stage):
+        """Runs the SSL streams without gradients during warm-up."""
+        warming_up = (
+            stage == sb.Stage.TRAIN
+            and self.optimizer_step < self.ssl_warmup_steps
+        )
+        streams = [s for s in self._ssl_streams() if not s.freeze]
+        if warming_up:
+            for stream in streams:
+                stream.freeze = True
+        try:
+            yield
+        finally:
+            if warming_up:
+                for stream in streams:
+                    stream.freeze = False
+
+    def compute_forward(self, batch, stage):
+        """Returns ``[B, classes]`` log-probabilities of the batch."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        with self._ssl_warmup(stage):
+            return self.modules.model.log_probabilities(wavs, wav_lens)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Class-weighted NLL loss; accumulates metrics and predictions."""
+        targets, _ = batch.label_encoded
+        targets = targets.reshape(-1)
+        loss = torch.nn.functional.nll_loss(
+            predictions, targets, weight=self.class_weights
+        )
+        self.metrics.append(batch.id, predictions, targets)
+        if stage == sb.Stage.TEST:
+            probabilities = predictions.detach().exp().cpu()
+            for utt_id, target, probs in zip(
+                batch.id, targets.cpu().tolist(), probabilities.tolist()
+            ):
+                self.test_rows.append((utt_id, target, probs))
+        return loss
+
+    # Stages ---------------------------------------------------------------
+
+    def on_fit_start(self):
+        """Sets up class weights, then the default (optimizers, resume)."""
+        self._set_class_weights()
+        super().on_fit_start()
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the best checkpoint (see ``selection_key``)."""
+        self._set_class_weights()
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+
+    def _set_class_weights(self):
+        weights = getattr(self.hparams, "class_weights", None)
+        if isinstance(weights, str):
+            if weights != "balanced":
+                raise ValueError(
+                    "class_weights must be a list or 'balanced', "
+                    f"got {weights!r}"
+                )
+            counts = torch.tensor(
+                self.hparams.train_class_counts, dtype=torch.float
+            )
+            weights = counts.sum() / (len(counts) * counts.clamp(min=1))
+        if weights is not None:
+            weights = torch.as_tensor(
+                weights, dtype=torch.float, device=self.device
+            )
+        self.class_weights = weights
+
+    def on_stage_start(self, stage, epoch=None):
+        """Starts fresh metrics for the stage."""
+        self.metrics = EmotionMetrics(self.label_names)
+        self.test_rows = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs WA/UA/F1 and loss, anneals, checkpoints, writes test files."""
+        summary = self.metrics.summarize()
+        stats = {
+            "loss": stage_loss,
+            "WA": summary["WA"],
+            "UA": summary["UA"],
+            "F1": summary["macro_F1"],
+        }
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        logger = getattr(self.hparams, "train_logger", None)
+        if stage == sb.Stage.VALID:
+            lrs = self._anneal(stage_loss)
+            if logger is not None:
+                logger.log_stats(
+                    stats_meta={"epoch": epoch, **lrs},
+                    train_stats=self.train_stats,
+                    valid_stats=stats,
+                )
+            self.checkpointer.save_and_keep_only(
+                meta=stats, max_keys=[self.selection_key]
+            )
+        elif stage == sb.Stage.TEST:
+            if logger is not None:
+                logger.log_stats(
+                    stats_meta={
+                        "epoch loaded": self.hparams.epoch_counter.current
+                    },
+                    test_stats=stats,
+                )
+            self.test_summary = summary
+            if if_main_process():
+                self._write_test_outputs(summary)
+
+    def _anneal(self, valid_loss):
+        """Steps the schedulers on the validation loss; returns the rates."""
+        rates = {}
+        for name, key in (
+            ("lr", "lr_annealing"),
+            ("lr_ssl", "lr_annealing_ssl"),
+        ):
+            scheduler = getattr(self.hparams, key, None)
+            optimizer = self.optimizers_dict.get(name)
+            if scheduler is None or optimizer is None:
+                continue
+            old_rate, new_rate = scheduler(valid_loss)
+            sb.nnet.schedulers.update_learning_rate(optimizer, new_rate)
+            rates[name] = old_rate
+        return rates
+
+    # Optimizers -----------------------------------------------------------
+
+    def init_optimizers(self):
+        """One optimizer for the SSL models' weights, one for the rest."""
+        ssl_params = {
+            id(p)
+            for stream in self._ssl_streams()
+            for p in stream.model.parameters()
+            if p.requires_grad
+        }
+        trainable = [p for p in self.modules.parameters() if p.requires_grad]
+        rest = [p for p in trainable if id(p) not in ssl_params]
+        ssl = [p for p in trainable if id(p) in ssl_params]
+        self.optimizer = self.hparams.opt_class(rest)
+        self.optimizers_dict = {"lr": self.optimizer}
+        if ssl:
+            self.ssl_optimizer = self.hparams.ssl_opt_class(ssl)
+            self.optimizers_dict["lr_ssl"] = self.ssl_optimizer
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+            if ssl:
+                self.checkpointer.add_recoverable(
+                    "ssl_optimizer", self.ssl_optimizer
+                )
+
+    def freeze_optimizers(self, optimizers):
+        """Leaves the SSL optimizer out during the warm-up steps."""
+        if self.optimizer_step < self.ssl_warmup_steps:
+            return {k: v for k, v in optimizers.items() if k != "lr_ssl"}
+        return optimizers
+
+    # Outputs --------------------------------------------------------------
+
+    def _write_test_outputs(self, summary):
+        folder = self.hparams.output_folder
+        metrics = {
+            "WA": summary["WA"],
+            "UA": summary["UA"],
+            "F1": summary["macro_F1"],
+            "weighted_F1": summary["weighted_F1"],
+            "per_class_recall": summary["per_class_recall"],
+            "per_class_F1": summary["per_class_F1"],
+            "support": summary["support"],
+            "labels": self.label_names,
+            "confusion_matrix": summary["confusion_matrix"],
+            "selected_on": f"valid {self.selection_key}",
+        }
+        with open(os.path.join(folder, "test_metrics.json"), "w") as out:
+            json.dump(metrics, out, indent=2)
+        with open(
+            os.path.join(folder, "predictions.csv"), "w", newline=""
+        ) as out:
+            writer = csv.writer(out)
+            writer.writerow(
+                ["id", "true_label", "predicted_label"]
+                + [f"prob_{label}" for label in self.label_names]
+            )
+            for utt_id, target, probs in sorted(self.test_rows):
+                predicted = max(range(len(probs)), key=probs.__getitem__)
+                writer.writerow(
+                    [
+                        utt_id,
+                        self.label_names[target],
+                        self.label_names[predicted],
+                    ]
+                    + [f"{p:.6f}" for p in probs]
+                )

@@ -1,0 +1,264 @@
+"""Audio reading, manifests, speaker-independent splits and datasets.
+
+A *manifest* is a CSV file with one row per utterance and at least the
+columns ``ID, duration, wav, label, speaker`` (corpus preparation modules
+write it; nothing downstream knows a corpus's file naming). Splits are
+manifests too: ``train.csv``, ``valid.csv`` and ``test.csv``.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import csv
+import os
+
+import soundfile
+import speechbrain as sb
+import torch
+import torchaudio
+
+MANIFEST_FIELDS = ["ID", "duration", "wav", "label", "speaker"]
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file."""
+
+
+def read_audio(path, sample_rate=16000):
+    """Reads an audio file as a mono float waveform at ``sample_rate``.
+
+    Any format soundfile reads; several channels are averaged; other sample
+    rates are resampled.
+
+    Arguments
+    ---------
+    path : str
+        The audio file.
+    sample_rate : int
+        The sample rate to return.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[samples]`` float32.
+
+    Raises
+    ------
+    AudioError
+        When the file is unreadable, empty or holds non-finite samples.
+
+    Example
+    -------
+    >>> import tempfile, numpy
+    >>> path = os.path.join(tempfile.mkdtemp(), "stereo_8k.wav")
+    >>> soundfile.write(path, numpy.ones((8000, 2)) * 0.5, 8000)
+    >>> wav = read_audio(path)
+    >>> wav.shape, round(float(wav[8000]), 3)
+    (torch.Size([16000]), 0.5)
+    >>> read_audio(path + ".missing")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.data.AudioError: ...missing: cannot read audio...
+    """
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types
+        raise AudioError(f"{path}: cannot read audio ({error})") from error
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (no samples)")
+    wav = torch.from_numpy(data).mean(dim=1)
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"{path}: audio holds NaN or infinite samples")
+    if rate != sample_rate:
+        wav = torchaudio.functional.resample(wav, rate, sample_rate)
+    return wav
+
+
+def audio_duration(path):
+    """Duration in seconds, read from the file header (no decoding).
+
+    Raises
+    ------
+    AudioError
+        When the header cannot be read or announces no samples.
+    """
+    try:
+        info = soundfile.info(path)
+    except Exception as error:
+        raise AudioError(f"{path}: cannot read audio ({error})") from error
+    if info.frames <= 0:
+        raise AudioError(f"{path}: empty audio (no samples)")
+    return info.frames / info.samplerate
+
+
+def write_manifest(rows, path, fields=None):
+    """Writes manifest rows (dicts) to a CSV file, atomically.
+
+    Arguments
+    ---------
+    rows : list of dict
+        One dict per utterance with at least :data:`MANIFEST_FIELDS`.
+    path : str
+        The CSV file to write.
+    fields : list of str, optional
+        Columns, in order (default: the standard ones, then the rest).
+    """
+    if fields is None:
+        extra = sorted({k for row in rows for k in row} - set(MANIFEST_FIELDS))
+        fields = MANIFEST_FIELDS + extra
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def read_manifest(path):
+    """Reads a manifest CSV file into a list of dicts."""
+    with open(path, newline="", encoding="utf-8") as source:
+        return list(csv.DictReader(source))
+
+
+def write_speaker_splits(rows, test_speakers, valid_speakers, save_folder):
+    """Writes ``train/valid/test.csv`` with disjoint speakers.
+
+    Every speaker in neither list trains. The split is audited: a speaker in
+    two splits, or an empty split, is an error.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows with a ``speaker`` field.
+    test_speakers, valid_speakers : list of str
+        Speakers of the test and validation splits.
+    save_folder : str
+        Where to write the three CSV files.
+
+    Returns
+    -------
+    dict
+        Split name -> list of rows.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> rows = [{"ID": str(i), "speaker": s} for i, s in enumerate("aabbcc")]
+    >>> splits = write_speaker_splits(rows, ["a"], ["b"], tempfile.mkdtemp())
+    >>> {name: len(part) for name, part in splits.items()}
+    {'train': 2, 'valid': 2, 'test': 2}
+    """
+    test, valid = set(test_speakers), set(valid_speakers)
+    splits = {
+        "train": [r for r in rows if r["speaker"] not in test | valid],
+        "valid": [r for r in rows if r["speaker"] in valid],
+        "test": [r for r in rows if r["speaker"] in test],
+    }
+    audit_speaker_splits(splits)
+    for name, split_rows in splits.items():
+        write_manifest(split_rows, os.path.join(save_folder, f"{name}.csv"))
+    return splits
+
+
+def audit_speaker_splits(splits):
+    """Fails if a speaker is in two splits, or if a split is empty.
+
+    Arguments
+    ---------
+    splits : dict
+        Split name -> manifest rows with a ``speaker`` field.
+
+    Example
+    -------
+    >>> rows = [{"speaker": "a"}]
+    >>> audit_speaker_splits({"train": rows, "test": rows})
+    Traceback (most recent call last):
+    ...
+    ValueError: speaker-independence broken: speaker 'a' is in train and test
+    """
+    seen = {}
+    for name, rows in splits.items():
+        if not rows:
+            raise ValueError(f"split {name!r} is empty")
+        for speaker in sorted({row["speaker"] for row in rows}):
+            if speaker in seen:
+                raise ValueError(
+                    "speaker-independence broken: speaker "
+                    f"{speaker!r} is in {seen[speaker]} and {name}"
+                )
+            seen[speaker] = name
+
+
+def build_datasets(hparams, label_encoder):
+    """Builds SpeechBrain datasets for the train/valid/test manifests.
+
+    Items provide ``id``, ``sig`` (read with :func:`read_audio` at
+    ``hparams["sample_rate"]``) and ``label_encoded``. The label encoder is
+    fitted on ``hparams["labels"]`` when given (fixing the class order for
+    every fold), otherwise on the training labels, and saved next to the
+    experiment so that a resumed run reuses it.
+
+    Arguments
+    ---------
+    hparams : dict
+        Needs ``train_csv``, ``valid_csv``, ``test_csv``, ``output_folder``;
+        optional ``labels``, ``sample_rate``.
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+        Filled (or loaded) here.
+
+    Returns
+    -------
+    dict
+        ``train``, ``valid`` and ``test`` ``DynamicItemDataset`` objects.
+    """
+    sample_rate = hparams.get("sample_rate", 16000)
+    datasets = {
+        split: sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=hparams[f"{split}_csv"]
+        )
+        for split in ("train", "valid", "test")
+    }
+    known = hparams.get("labels")
+    encoder_file = os.path.join(hparams["output_folder"], "label_encoder.txt")
+    if known:
+        label_encoder.load_or_create(encoder_file, from_iterables=[known])
+        label_encoder.expect_len(len(known))
+    else:
+        label_encoder.load_or_create(
+            encoder_file,
+            from_didatasets=[datasets["train"]],
+            output_key="label",
+        )
+        label_encoder.ignore_len()
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return read_audio(wav, sample_rate)
+
+    @sb.utils.data_pipeline.takes("label")
+    @sb.utils.data_pipeline.provides("label_encoded")
+    def label_pipeline(label):
+        return label_encoder.encode_label_torch(label)
+
+    for split, dataset in datasets.items():
+        for utt_id, item in dataset.data.items():
+            if item["label"] not in label_encoder.lab2ind:
+                raise ValueError(
+                    f"{hparams[f'{split}_csv']}: utterance {utt_id} has "
+                    f"unknown label {item['label']!r} "
+                    f"(known: {sorted(label_encoder.lab2ind)})"
+                )
+    for dataset in datasets.values():
+        dataset.add_dynamic_item(audio_pipeline)
+        dataset.add_dynamic_item(label_pipeline)
+        dataset.set_output_keys(["id", "sig", "label_encoded"])
+    return datasets
+
+
+def class_counts(manifest_path, label_encoder):
+    """Number of utterances per class (encoder order) in a manifest."""
+    counts = [0] * len(label_encoder)
+    for row in read_manifest(manifest_path):
+        counts[label_encoder.lab2ind[row["label"]]] += 1
+    return counts

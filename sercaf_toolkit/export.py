@@ -1,0 +1,142 @@
+"""Export of a trained model as a folder that EncoderClassifier loads.
+
+The folder holds ``hyperparams.yaml`` (the recipe's own ``model`` definition
+with every SSL stream built from its config instead of a hub id or local
+path), ``embedding_model.ckpt`` (all weights, SSL included) and
+``label_encoder.ckpt`` (the labels, in SpeechBrain's text format).
+SpeechBrain's ``EncoderClassifier.from_hparams(source=folder, savedir=...)``
+loads it offline, from any working directory, and its ``classify_file`` /
+``classify_batch`` give the trained model's labels.
+
+A ``hyperparams.yaml`` can run arbitrary code when loaded: load only model
+folders you trust.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import io
+import os
+
+import ruamel.yaml
+import torch
+from hyperpyyaml import resolve_references
+
+from sercaf_toolkit.lobes.ssl import SSLStream
+
+_INFERENCE_PART = """
+# SpeechBrain's EncoderClassifier calls compute_features(wavs), then
+# mean_var_norm(feats, wav_lens), then embedding_model(feats, wav_lens):
+# the model takes raw waveforms, so the first two pass them through.
+compute_features: !new:sercaf_toolkit.lobes.PassThrough
+mean_var_norm: !new:sercaf_toolkit.lobes.PassThrough
+classifier: !ref <embedding_model.classifier>
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+
+# No `paths:` on purpose: SpeechBrain reads a relative path against the
+# working directory (and a hub id from the hub), while a loadable without
+# a path is <name>.ckpt in the model folder itself.
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        label_encoder: !ref <label_encoder>
+"""
+
+
+def export_model(
+    hparams_file, overrides, model, label_encoder, folder, model_key="model"
+):
+    """Writes a trained model as a self-contained inference folder.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe's YAML file the model was built from.
+    overrides : str or dict
+        The overrides it was loaded with.
+    model : torch.nn.Module
+        The trained model (its weights are saved as they are now).
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+        The fitted label encoder.
+    folder : str
+        The folder to write (created if needed).
+    model_key : str
+        The key of the model in the recipe's YAML.
+
+    Returns
+    -------
+    str
+        ``folder``.
+    """
+    with open(hparams_file, encoding="utf-8") as source:
+        resolved = resolve_references(source.read(), overrides).getvalue()
+    round_trip = ruamel.yaml.YAML()
+    tree = round_trip.load(resolved)
+    if model_key not in tree:
+        raise KeyError(f"{hparams_file} has no `{model_key}` entry")
+    model_node = tree[model_key]
+    ssl_nodes = [
+        node
+        for node in _walk(model_node)
+        if getattr(node, "tag", None) is not None
+        and str(node.tag.value).endswith("SSLStream")
+    ]
+    ssl_streams = [m for m in model.modules() if isinstance(m, SSLStream)]
+    if len(ssl_nodes) != len(ssl_streams):
+        raise ValueError(
+            f"{hparams_file}: found {len(ssl_nodes)} SSLStream entries in "
+            f"`{model_key}` for {len(ssl_streams)} SSL streams in the model"
+        )
+    # Each SSL stream is rebuilt from its architecture (the HF config); its
+    # weights come with the rest from embedding_model.ckpt, so loading
+    # needs neither the original folder nor the hub.
+    for node, stream in zip(ssl_nodes, ssl_streams):
+        node["source"] = stream.architecture
+    _block_style_without_comments(model_node)
+    model_part = io.StringIO()
+    round_trip.dump({"embedding_model": model_node}, model_part)
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "hyperparams.yaml"), "w") as out:
+        out.write(
+            "# Exported by sercaf-toolkit from "
+            + os.path.basename(hparams_file)
+        )
+        out.write("\n# Load only model folders you trust: YAML can run code.\n")
+        out.write(model_part.getvalue())
+        out.write(_INFERENCE_PART)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, os.path.join(folder, "embedding_model.ckpt"))
+    label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
+    return folder
+
+
+def _walk(node):
+    """Yields a YAML node and every node below it, each once."""
+    seen, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, dict):
+            stack.extend(reversed(list(current.values())))
+        elif isinstance(current, list):
+            stack.extend(reversed(current))
+
+
+def _block_style_without_comments(node):
+    """Drops the recipe's comments and flow style from an extracted part."""
+    for part in _walk(node):
+        if hasattr(part, "ca"):
+            part.ca.items.clear()
+            part.ca.comment = None
+        if hasattr(part, "fa"):
+            part.fa.set_block_style()

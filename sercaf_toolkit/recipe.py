@@ -1,0 +1,137 @@
+"""The shared recipe runner: every corpus's ``train.py`` calls it.
+
+A recipe's YAML file must define (the *recipe contract*):
+
+- overridable keys ``data_folder``, ``output_folder``, ``ssl_source`` (hub
+  id or local HF folder), ``fold`` (1-based) and ``number_of_epochs``;
+- ``prepare``: a ``!name:`` call of the corpus's preparation function that
+  writes ``train_csv``, ``valid_csv`` and ``test_csv`` for ``fold``;
+- ``model`` (a :class:`~sercaf_toolkit.lobes.DualStreamModel`),
+  ``label_encoder``, ``epoch_counter``, ``checkpointer``, ``opt_class``,
+  ``ssl_opt_class`` and the data loader options.
+
+Outputs in ``output_folder``: ``test_metrics.json``, ``predictions.csv``,
+``train_log.txt``, checkpoints in ``save/`` and the exported model in
+``inference/``.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import json
+import os
+import sys
+from typing import NamedTuple
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from sercaf_toolkit.brain import SERBrain
+from sercaf_toolkit.data import build_datasets, class_counts
+from sercaf_toolkit.export import export_model
+
+
+class RecipeResult(NamedTuple):
+    """What a recipe run produced."""
+
+    output_folder: str
+    inference_folder: str
+    metrics: dict
+
+
+def resolve_hparams_path(path, script_dir):
+    """Finds the hparams file in the working directory, then the script's.
+
+    So both ``python recipes/X/train.py hparams/caf.yaml`` from the
+    repository root and ``python train.py hparams/caf.yaml`` inside
+    ``recipes/X`` work.
+    """
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    candidate = os.path.join(script_dir, path)
+    if os.path.exists(candidate):
+        return candidate
+    raise FileNotFoundError(
+        f"hparams file {path!r} found neither in the working directory "
+        f"nor in {script_dir}"
+    )
+
+
+def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
+    """Prepares data, trains, tests and exports, as the YAML file says.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Command-line arguments: the hparams file, SpeechBrain run options
+        (``--device``, ``--precision``, ...) and ``--key=value`` overrides
+        of YAML keys. Default: ``sys.argv[1:]``.
+    script_dir : str, optional
+        The recipe's folder, where the hparams path is looked for second.
+    brain_class : type
+        The Brain to train with.
+
+    Returns
+    -------
+    RecipeResult
+        The output and inference folders and the test metrics (as written
+        to ``test_metrics.json``).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    run_on_main(hparams["prepare"])
+
+    label_encoder = hparams["label_encoder"]
+    datasets = build_datasets(hparams, label_encoder)
+    hparams["train_class_counts"] = class_counts(
+        hparams["train_csv"], label_encoder
+    )
+    brain = brain_class(
+        modules={"model": hparams["model"]},
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    brain.evaluate(
+        datasets["test"],
+        max_key=brain.selection_key,
+        test_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    output_folder = hparams["output_folder"]
+    metrics_path = os.path.join(output_folder, "test_metrics.json")
+    inference_folder = os.path.join(output_folder, "inference")
+    if if_main_process():
+        export_model(
+            hparams_file,
+            overrides,
+            hparams["model"],
+            label_encoder,
+            inference_folder,
+        )
+        summary = brain.test_summary
+        print(
+            f"Test on unseen speakers: WA {summary['WA']:.3f}  "
+            f"UA {summary['UA']:.3f}  F1 {summary['macro_F1']:.3f}  "
+            f"({metrics_path})"
+        )
+    sb.utils.distributed.ddp_barrier()  # the main process wrote the files
+    with open(metrics_path, encoding="utf-8") as source:
+        metrics = json.load(source)
+    return RecipeResult(output_folder, inference_folder, metrics)
