@@ -58,8 +58,10 @@ def read_audio(path, sample_rate=16000):
     >>> read_audio(path + ".missing")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    sercaf_toolkit.data.AudioError: ...missing: cannot read audio...
+    sercaf_toolkit.data.AudioError: ...missing: file not found
     """
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: file not found")
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types
@@ -82,6 +84,8 @@ def audio_duration(path):
     AudioError
         When the header cannot be read or announces no samples.
     """
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: file not found")
     try:
         info = soundfile.info(path)
     except Exception as error:

@@ -34,11 +34,8 @@ import numpy as np
 import soundfile
 from scipy.signal import lfilter
 
-from sercaf_toolkit.data import (
-    audio_duration,
-    write_manifest,
-    write_speaker_splits,
-)
+from sercaf_toolkit.corpora.common import prepare_fold
+from sercaf_toolkit.data import audio_duration
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
 
@@ -237,8 +234,6 @@ def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
     ['spk3_f', 'spk4_m']
     """
     pairs = [[SPEAKERS[i][0], SPEAKERS[i + 1][0]] for i in range(0, 8, 2)]
-    if not 1 <= int(fold) <= len(pairs):
-        raise ValueError(f"demo fold must be 1..{len(pairs)}, got {fold}")
     paths = generate_demo_corpus(data_folder, utterances_per_emotion)
     rows = []
     for path in paths:
@@ -254,7 +249,4 @@ def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
                 "gender": gender_letter.upper(),
             }
         )
-    write_manifest(rows, os.path.join(save_folder, "data.csv"))
-    test = pairs[int(fold) - 1]
-    valid = pairs[int(fold) % len(pairs)]
-    return write_speaker_splits(rows, test, valid, save_folder)
+    return prepare_fold(rows, save_folder, fold, "demo_speaker_pairs", pairs)

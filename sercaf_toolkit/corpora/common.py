@@ -1,0 +1,236 @@
+"""What every corpus preparation shares: checks, manifests, folds.
+
+A preparation module knows one corpus's layout and naming and nothing else.
+It turns the corpus into manifest rows (``ID, duration, wav, label, speaker``
+plus ``gender`` and session or fold fields) and hands them to
+:func:`prepare_fold`, which writes ``data.csv`` and one fold's speaker-
+independent ``train.csv``, ``valid.csv`` and ``test.csv``.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import collections
+import json
+import logging
+import os
+import random
+
+from sercaf_toolkit.data import (
+    AudioError,
+    audio_duration,
+    write_manifest,
+    write_speaker_splits,
+)
+
+logger = logging.getLogger(__name__)
+
+RANDOM_PROTOCOL = "random_speaker_dependent"
+
+
+class CorpusError(ValueError):
+    """A corpus that does not look as expected (strict mode)."""
+
+
+def require_folder(path, corpus, hint):
+    """Fails clearly when a corpus folder is missing.
+
+    Arguments
+    ---------
+    path : str
+        The folder that must exist.
+    corpus : str
+        The corpus name, for the message.
+    hint : str
+        What the folder should contain.
+    """
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{corpus} folder not found: {path} (expected {hint}); "
+            "set --data_folder to where the corpus is"
+        )
+
+
+class ManifestBuilder:
+    """Collects manifest rows and the problems met on the way.
+
+    Arguments
+    ---------
+    corpus : str
+        The corpus name, for messages.
+
+    Example
+    -------
+    >>> builder = ManifestBuilder("Test")
+    >>> builder.skip("a.wav", "unknown label x")
+    >>> builder.problems
+    ['a.wav: unknown label x']
+    """
+
+    def __init__(self, corpus):
+        self.corpus = corpus
+        self.rows = []
+        self.problems = []
+
+    def skip(self, path, reason):
+        """Records a file that is left out, and why."""
+        message = f"{path}: {reason}"
+        logger.warning("%s: skipped %s", self.corpus, message)
+        self.problems.append(message)
+
+    def add(self, wav, **fields):
+        """Adds one utterance; an unreadable file is skipped and reported."""
+        try:
+            duration = audio_duration(wav)
+        except AudioError as error:
+            self.skip(wav, str(error).split(": ", 1)[-1])
+            return
+        row = {"duration": f"{duration:.3f}", "wav": os.path.abspath(wav)}
+        row.update(fields)
+        self.rows.append(row)
+
+    def check(self, expected_total, expected_counts, strict):
+        """Compares counts with the corpus's known figures.
+
+        Arguments
+        ---------
+        expected_total : int
+            The known number of utterances.
+        expected_counts : dict
+            Field -> {value: known count}, e.g. ``{"label": {...}}``.
+        strict : bool
+            Make any difference, and any skipped file, an error; otherwise
+            differences are logged with their size.
+
+        Returns
+        -------
+        list of str
+            The differences found.
+        """
+        differences = []
+        if len(self.rows) != expected_total:
+            differences.append(
+                f"{len(self.rows)} utterances, expected {expected_total} "
+                f"({len(self.rows) - expected_total:+d})"
+            )
+        for field, expected in expected_counts.items():
+            counts = collections.Counter(str(row[field]) for row in self.rows)
+            for value, count in expected.items():
+                if counts[str(value)] != count:
+                    found = counts[str(value)]
+                    differences.append(
+                        f"{field} {value}: {found}, expected {count} "
+                        f"({found - count:+d})"
+                    )
+        if differences:
+            logger.warning(
+                "%s counts differ from the known ones: %s",
+                self.corpus,
+                "; ".join(differences),
+            )
+        if strict and (differences or self.problems):
+            raise CorpusError(
+                f"{self.corpus} (strict): "
+                + "; ".join(differences + self.problems)
+            )
+        if not self.rows:
+            raise CorpusError(f"{self.corpus}: no usable utterance found")
+        return differences
+
+
+def speaker_folds(groups, fold, valid="next"):
+    """Test and validation speakers of one fold of a speaker-group protocol.
+
+    Arguments
+    ---------
+    groups : list of list of str
+        The test speakers of each fold, in fold order.
+    fold : int
+        1-based fold number.
+    valid : str or list of list of str
+        ``"next"``: validate on the next fold's group (wrapping around), so
+        validation speakers come from the training pool only; or, per fold,
+        an explicit list of validation speakers.
+
+    Returns
+    -------
+    test, valid : list of str
+
+    Example
+    -------
+    >>> speaker_folds([["a"], ["b"], ["c"]], 3)
+    (['c'], ['a'])
+    """
+    fold = int(fold)
+    if not 1 <= fold <= len(groups):
+        raise ValueError(f"fold must be 1..{len(groups)}, got {fold}")
+    test = list(groups[fold - 1])
+    if valid == "next":
+        return test, list(groups[fold % len(groups)])
+    return test, list(valid[fold - 1])
+
+
+def prepare_fold(
+    rows, save_folder, fold, protocol, groups, valid="next", seed=1
+):
+    """Writes ``data.csv``, one fold's splits and ``split_info.json``.
+
+    Arguments
+    ---------
+    rows : list of dict
+        The manifest rows of the corpus.
+    save_folder : str
+        Where to write.
+    fold : int
+        1-based fold.
+    protocol : str
+        The protocol's name; :data:`RANDOM_PROTOCOL` splits utterances at
+        random (80/10/10), which is speaker-*dependent* and only there to
+        reproduce such published figures.
+    groups : list of list of str
+        Test speaker groups per fold (see :func:`speaker_folds`).
+    valid : str or list of list of str
+        Validation rule (see :func:`speaker_folds`).
+    seed : int
+        Seed of the random protocol.
+
+    Returns
+    -------
+    dict
+        Split name -> rows.
+    """
+    write_manifest(rows, os.path.join(save_folder, "data.csv"))
+    if protocol == RANDOM_PROTOCOL:
+        splits = _random_splits(rows, seed)
+        for name, part in splits.items():
+            write_manifest(part, os.path.join(save_folder, f"{name}.csv"))
+        info = {
+            "protocol": protocol,
+            "fold": int(fold),
+            "speaker_independent": False,
+        }
+    else:
+        test, valid_speakers = speaker_folds(groups, fold, valid)
+        splits = write_speaker_splits(rows, test, valid_speakers, save_folder)
+        info = {
+            "protocol": protocol,
+            "fold": int(fold),
+            "speaker_independent": True,
+            "test_speakers": test,
+            "valid_speakers": valid_speakers,
+        }
+    info["counts"] = {name: len(part) for name, part in splits.items()}
+    with open(os.path.join(save_folder, "split_info.json"), "w") as out:
+        json.dump(info, out, indent=2)
+    return splits
+
+
+def _random_splits(rows, seed):
+    order = sorted(rows, key=lambda row: row["ID"])
+    random.Random(seed).shuffle(order)
+    n_test = n_valid = max(1, len(order) // 10)
+    return {
+        "train": order[n_test + n_valid :],
+        "valid": order[n_test : n_test + n_valid],
+        "test": order[:n_test],
+    }

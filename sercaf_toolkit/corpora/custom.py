@@ -1,0 +1,106 @@
+"""Your own corpus, described by a CSV file.
+
+The CSV has a header and the columns ``path`` (absolute, or relative to the
+CSV file's folder), ``label`` and ``speaker``, and optionally ``fold``
+(1-based test fold of each speaker). Without ``fold``, speakers are dealt
+into ``n_folds`` folds in sorted order. Each fold tests on its speakers and
+validates on the next fold's.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import csv
+import os
+
+from sercaf_toolkit.corpora.common import (
+    CorpusError,
+    ManifestBuilder,
+    prepare_fold,
+)
+
+REQUIRED = ("path", "label", "speaker")
+
+
+def build_manifest(csv_file, strict=False):
+    """Manifest rows of the files listed in ``csv_file``."""
+    if not os.path.isfile(csv_file):
+        raise FileNotFoundError(f"corpus CSV file not found: {csv_file}")
+    root = os.path.dirname(os.path.abspath(csv_file))
+    builder = ManifestBuilder(os.path.basename(csv_file))
+    with open(csv_file, newline="", encoding="utf-8") as source:
+        reader = csv.DictReader(source)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CorpusError(f"{csv_file}: missing column(s) {missing}")
+        seen_ids = set()
+        for line, record in enumerate(reader, start=2):
+            if any(not (record.get(c) or "").strip() for c in REQUIRED):
+                builder.skip(
+                    f"{csv_file}:{line}", "empty path, label or speaker"
+                )
+                continue
+            path = os.path.join(root, record["path"])
+            speaker = record["speaker"].strip()
+            stem = os.path.splitext(os.path.basename(path))[0]
+            utterance_id = f"{speaker}_{stem}"
+            if utterance_id in seen_ids:
+                utterance_id = f"{utterance_id}_{line}"
+            seen_ids.add(utterance_id)
+            fields = {
+                "ID": utterance_id,
+                "label": record["label"].strip(),
+                "speaker": speaker,
+            }
+            if (record.get("fold") or "").strip():
+                fields["fold"] = record["fold"].strip()
+            builder.add(path, **fields)
+    if strict and builder.problems:
+        raise CorpusError(
+            f"{csv_file} (strict): " + "; ".join(builder.problems)
+        )
+    if not builder.rows:
+        raise CorpusError(f"{csv_file}: no usable utterance")
+    return builder.rows
+
+
+def prepare_custom(data_folder, save_folder, fold=1, n_folds=5, strict=False):
+    """Writes the manifest and one fold's speaker-independent splits.
+
+    Arguments
+    ---------
+    data_folder : str
+        The corpus CSV file (the recipe key keeps its usual name).
+    save_folder : str
+        Where the manifests go.
+    fold : int
+        1-based fold.
+    n_folds : int
+        Folds to deal speakers into when the CSV has no ``fold`` column.
+    strict : bool
+        Make skipped rows an error.
+    """
+    rows = build_manifest(data_folder, strict)
+    if all("fold" in row for row in rows):
+        fold_of = {}
+        for row in rows:
+            if fold_of.setdefault(row["speaker"], row["fold"]) != row["fold"]:
+                raise CorpusError(
+                    f"{data_folder}: speaker {row['speaker']!r} is in folds "
+                    f"{fold_of[row['speaker']]} and {row['fold']}"
+                )
+        numbers = sorted({int(f) for f in fold_of.values()})
+        groups = [
+            sorted(s for s, f in fold_of.items() if int(f) == n)
+            for n in numbers
+        ]
+    else:
+        speakers = sorted({row["speaker"] for row in rows})
+        if len(speakers) < 3:
+            raise CorpusError(
+                f"{data_folder}: {len(speakers)} speakers; speaker-independent "
+                "train, validation and test need at least 3"
+            )
+        n_folds = min(n_folds, len(speakers))
+        groups = [speakers[i::n_folds] for i in range(n_folds)]
+    return prepare_fold(rows, save_folder, fold, "custom_speaker_folds", groups)

@@ -1,0 +1,176 @@
+"""IEMOCAP preparation (the standard 4-class set).
+
+Layout (``<data_folder>`` is ``IEMOCAP_full_release/``):
+``SessionN/sentences/wav/<dialog>/<utt>.wav`` and labels in
+``SessionN/dialog/EmoEvaluation/<dialog>.txt`` (top level only; the
+Attribute/, Categorical/ and Self-evaluation/ subfolders hold other
+files), on lines like
+``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, ...]``.
+
+The 4-class set keeps neu, hap (with exc merged in), ang and sad: 5531
+utterances. The speaker is the session plus the *first letter of the last*
+``_`` token (``Ses03M_impro08a_F012`` is the female speaker of session 3:
+the letter after SesNN names the dialog, not the talker). Protocols:
+leave-one-session-out (5 folds, validation on the next session's two
+speakers) and leave-one-speaker-out (10 folds, validation on the other
+speaker of the test session).
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import os
+import re
+
+from sercaf_toolkit.corpora.common import (
+    ManifestBuilder,
+    prepare_fold,
+    require_folder,
+)
+
+CODES = (
+    "neu",
+    "hap",
+    "sad",
+    "ang",
+    "exc",
+    "fru",
+    "fea",
+    "sur",
+    "dis",
+    "oth",
+    "xxx",
+)
+FOUR_CLASS = {
+    "neu": "neu",
+    "hap": "hap",
+    "exc": "hap",
+    "ang": "ang",
+    "sad": "sad",
+}
+SESSIONS = (1, 2, 3, 4, 5)
+EXPECTED_TOTAL = 5531
+EXPECTED_PER_LABEL = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
+EXPECTED_PER_SESSION = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
+PROTOCOLS = ("leave_one_session_out", "leave_one_speaker_out")
+_LINE = re.compile(r"^\[(\d+(?:\.\d+)?) - (\d+(?:\.\d+)?)\]\t(\S+)\t(\S+)\t\[")
+
+
+def speaker_of(utterance_id):
+    """Session and gender of the talker of an utterance.
+
+    Example
+    -------
+    >>> speaker_of("Ses03M_impro08a_F012")
+    ('Ses03F', 'F')
+    >>> speaker_of("Ses05M_script01_1b_M025")
+    ('Ses05M', 'M')
+    """
+    gender = utterance_id.rsplit("_", 1)[1][0]
+    return utterance_id[:5] + gender, gender
+
+
+def read_labels(label_file, builder):
+    """Utterance id -> emotion code of one EmoEvaluation file.
+
+    Lines that start like a label line but do not parse, and unknown codes,
+    are reported (file and line) and left out.
+    """
+    labels = {}
+    with open(label_file, encoding="utf-8", errors="replace") as source:
+        for number, line in enumerate(source, start=1):
+            if not line.startswith("["):
+                continue  # annotator details (C-E2:, A-E3:), headers, blanks
+            match = _LINE.match(line)
+            if not match:
+                builder.skip(f"{label_file}:{number}", "malformed label line")
+                continue
+            utterance_id, code = match.group(3), match.group(4)
+            if code not in CODES:
+                builder.skip(
+                    f"{label_file}:{number}", f"unknown label {code!r}"
+                )
+                continue
+            labels[utterance_id] = code
+    return labels
+
+
+def build_manifest(data_folder, strict=False):
+    """Manifest rows of the 4-class set (see the module docstring)."""
+    require_folder(
+        data_folder, "IEMOCAP", "IEMOCAP_full_release with Session1..Session5"
+    )
+    builder = ManifestBuilder("IEMOCAP")
+    for session in SESSIONS:
+        session_dir = os.path.join(data_folder, f"Session{session}")
+        require_folder(session_dir, "IEMOCAP", "dialog/ and sentences/")
+        label_dir = os.path.join(session_dir, "dialog", "EmoEvaluation")
+        require_folder(label_dir, "IEMOCAP", "<dialog>.txt label files")
+        for name in sorted(os.listdir(label_dir)):
+            label_file = os.path.join(label_dir, name)
+            if not name.endswith(".txt") or not os.path.isfile(label_file):
+                continue  # Attribute/, Categorical/, Self-evaluation/
+            for utterance_id, code in sorted(
+                read_labels(label_file, builder).items()
+            ):
+                if code not in FOUR_CLASS:
+                    continue
+                dialog = utterance_id.rsplit("_", 1)[0]
+                wav = os.path.join(
+                    session_dir,
+                    "sentences",
+                    "wav",
+                    dialog,
+                    utterance_id + ".wav",
+                )
+                if not os.path.exists(wav):
+                    builder.skip(wav, "labelled but missing")
+                    continue
+                speaker, gender = speaker_of(utterance_id)
+                builder.add(
+                    wav,
+                    ID=utterance_id,
+                    label=FOUR_CLASS[code],
+                    speaker=speaker,
+                    gender=gender,
+                    session=session,
+                )
+    builder.check(
+        EXPECTED_TOTAL,
+        {"label": EXPECTED_PER_LABEL, "session": EXPECTED_PER_SESSION},
+        strict,
+    )
+    return builder.rows
+
+
+def prepare_iemocap(
+    data_folder,
+    save_folder,
+    fold=1,
+    protocol="leave_one_session_out",
+    strict=False,
+):
+    """Writes the manifest and one fold's speaker-independent splits.
+
+    Arguments
+    ---------
+    data_folder : str
+        ``IEMOCAP_full_release``.
+    save_folder : str
+        Where the manifests go.
+    fold : int
+        1-5 (sessions) or 1-10 (speakers ``Ses01F, Ses01M, Ses02F, ...``).
+    protocol : str
+        One of :data:`PROTOCOLS`, or ``random_speaker_dependent``.
+    strict : bool
+        Make skipped files and unknown counts an error.
+    """
+    rows = build_manifest(data_folder, strict)
+    speakers = [f"Ses{s:02d}{g}" for s in SESSIONS for g in "FM"]
+    if protocol == "leave_one_speaker_out":
+        groups = [[speaker] for speaker in speakers]
+        # Validation: the other speaker of the test speaker's session.
+        valid = [[speakers[i ^ 1]] for i in range(len(speakers))]
+        return prepare_fold(rows, save_folder, fold, protocol, groups, valid)
+    groups = [speakers[i : i + 2] for i in range(0, len(speakers), 2)]
+    return prepare_fold(rows, save_folder, fold, protocol, groups)

@@ -1,0 +1,145 @@
+"""Mock corpus trees with the real naming (and its pitfalls), tiny audio."""
+
+import os
+
+import numpy as np
+import soundfile
+
+
+def tiny_wav(path, sample_rate=16000, seconds=0.3, seed=0, channels=1):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (int(seconds * sample_rate), channels)
+    soundfile.write(path, 0.1 * rng.standard_normal(shape), sample_rate)
+
+
+IEMOCAP_CODES = ["neu", "hap", "exc", "ang", "sad", "fru", "xxx"]
+IEMOCAP_FOUR = {
+    "neu": "neu",
+    "hap": "hap",
+    "exc": "hap",
+    "ang": "ang",
+    "sad": "sad",
+}
+
+
+def make_iemocap(root):
+    """Writes IEMOCAP_full_release; returns the expected 4-class rows."""
+    expected = []
+    for session in range(1, 6):
+        base = os.path.join(root, f"Session{session}")
+        dialogs = [f"Ses0{session}F_impro01", f"Ses0{session}M_script02"]
+        if session == 3:
+            dialogs.append("Ses03M_impro08a")  # dialog letter M, talker F
+        if session == 5:
+            dialogs.append("Ses05M_script01_1b")  # extra "_" in the dialog
+        label_dir = os.path.join(base, "dialog", "EmoEvaluation")
+        for sub in ("Attribute", "Categorical", "Self-evaluation"):
+            os.makedirs(os.path.join(label_dir, sub), exist_ok=True)
+            with open(
+                os.path.join(label_dir, sub, dialogs[0] + ".txt"), "w"
+            ) as f:
+                f.write(f"[1.0 - 2.0]\t{dialogs[0]}_F000\tang\t[1, 1, 1]\n")
+        for d_index, dialog in enumerate(dialogs):
+            lines = [
+                "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]",
+                "",
+            ]
+            for u_index in range(2 * len(IEMOCAP_CODES)):
+                talker = "FM"[u_index % 2]
+                utt = f"{dialog}_{talker}{u_index:03d}"
+                code = IEMOCAP_CODES[(u_index // 2 + d_index + session) % 7]
+                start = f"[{u_index}.0000 - {u_index}.5000]"
+                lines += [
+                    f"{start}\t{utt}\t{code}\t[2.5, 2.5, 2.5]",
+                    "C-E2:\tNeutral;\t()",
+                    "A-E3:\tval 3; act 2; dom  2;\t()",
+                    "",
+                ]
+                wav = os.path.join(
+                    base, "sentences", "wav", dialog, utt + ".wav"
+                )
+                tiny_wav(wav, seed=u_index)
+                if code in IEMOCAP_FOUR:
+                    speaker = f"Ses0{session}{talker}"
+                    label = IEMOCAP_FOUR[code]
+                    expected.append(
+                        {"ID": utt, "label": label, "speaker": speaker}
+                    )
+            with open(os.path.join(label_dir, dialog + ".txt"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+    return expected
+
+
+EMODB_LETTERS = {
+    "W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
+    "F": "happiness", "T": "sadness", "N": "neutral",
+}  # fmt: skip
+EMODB_SPEAKERS = ["03", "08", "09", "10", "11", "12", "13", "14", "15", "16"]
+
+
+def make_emodb(root, folder="wav"):
+    """Writes an EmoDB tree (2 files per speaker and emotion)."""
+    expected = []
+    for speaker in EMODB_SPEAKERS:
+        for letter, label in EMODB_LETTERS.items():
+            for version in "ab":
+                name = f"{speaker}a01{letter}{version}"
+                tiny_wav(os.path.join(root, folder, name + ".wav"))
+                expected.append(
+                    {"ID": name, "label": label, "speaker": speaker}
+                )
+    return expected
+
+
+CASIA_SPEAKERS = ["liuchanhg", "wangzhe", "zhaoquanyin", "ZhaoZuoxiang"]
+CASIA_EMOTIONS = ["angry", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def make_casia(root, per_class=2):
+    """Writes a CASIA tree; one speaker says "normal", one is at 22.05 kHz."""
+    expected = []
+    for s_index, speaker in enumerate(CASIA_SPEAKERS):
+        rate = 22050 if speaker == "wangzhe" else 16000
+        for emotion in CASIA_EMOTIONS:
+            folder = (
+                "normal" if (emotion == "neutral" and s_index == 2) else emotion
+            )
+            for number in range(per_class):
+                name = f"{201 + number}.wav"
+                tiny_wav(
+                    os.path.join(root, speaker, folder, name), rate, seed=number
+                )
+                expected.append({"label": emotion, "speaker": speaker.lower()})
+    return expected
+
+
+RAVDESS_EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
+}  # fmt: skip
+
+
+def make_ravdess(root):
+    """Writes 24 actors, one speech file per emotion, plus song and AV."""
+    expected = []
+    for actor in range(1, 25):
+        folder = os.path.join(root, f"Actor_{actor:02d}")
+        for code, label in RAVDESS_EMOTIONS.items():
+            name = f"03-01-{code}-01-01-01-{actor:02d}"
+            tiny_wav(os.path.join(folder, name + ".wav"), 48000, seconds=0.1)
+            expected.append(
+                {"ID": name, "label": label, "speaker": f"Actor_{actor:02d}"}
+            )
+        # Song and audio-visual files must not leak in.
+        tiny_wav(
+            os.path.join(folder, f"03-02-03-01-01-01-{actor:02d}.wav"),
+            48000,
+            0.1,
+        )
+        tiny_wav(
+            os.path.join(folder, f"01-01-03-01-01-01-{actor:02d}.wav"),
+            48000,
+            0.1,
+        )
+    return expected

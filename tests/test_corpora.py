@@ -1,0 +1,218 @@
+"""Corpus preparation on mock trees with the real naming and pitfalls."""
+
+import collections
+import itertools
+
+import pytest
+
+from sercaf_toolkit.corpora import casia, custom, emodb, iemocap, ravdess
+from sercaf_toolkit.corpora.common import CorpusError
+from sercaf_toolkit.data import read_audio, read_manifest
+from tests.mock_corpora import (
+    make_casia,
+    make_emodb,
+    make_iemocap,
+    make_ravdess,
+    tiny_wav,
+)
+
+
+def counts(rows, field):
+    return collections.Counter(str(row[field]) for row in rows)
+
+
+def assert_same_utterances(rows, expected):
+    for field in ("label", "speaker"):
+        assert counts(rows, field) == counts(expected, field), field
+    if "ID" in expected[0]:
+        assert sorted(r["ID"] for r in rows) == sorted(
+            e["ID"] for e in expected
+        )
+
+
+def assert_folds_speaker_disjoint(
+    prepare, data_folder, tmp_path, fold_count, **kw
+):
+    tested = []
+    for fold in range(1, fold_count + 1):
+        splits = prepare(data_folder, str(tmp_path / f"fold{fold}"), fold, **kw)
+        speakers = {
+            name: {r["speaker"] for r in rows} for name, rows in splits.items()
+        }
+        for a, b in itertools.combinations(speakers, 2):
+            assert not speakers[a] & speakers[b], (fold, a, b)
+        tested.append(speakers["test"])
+        written = read_manifest(tmp_path / f"fold{fold}" / "test.csv")
+        assert {r["speaker"] for r in written} == speakers["test"]
+    everyone = set().union(*tested)
+    assert sum(len(t) for t in tested) == len(everyone)  # each tested once
+    with pytest.raises(ValueError, match="fold must be"):
+        prepare(data_folder, str(tmp_path / "bad"), fold_count + 1, **kw)
+    return tested
+
+
+@pytest.fixture(scope="module")
+def iemocap_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iemocap") / "IEMOCAP_full_release"
+    return str(root), make_iemocap(str(root))
+
+
+def test_iemocap_rows_speakers_and_merges(iemocap_tree, caplog):
+    root, expected = iemocap_tree
+    rows = iemocap.build_manifest(root)
+    assert_same_utterances(rows, expected)
+    assert set(counts(rows, "label")) == {"neu", "hap", "ang", "sad"}
+    by_id = {row["ID"]: row for row in rows}
+    female = [r for r in rows if r["ID"].startswith("Ses03M_impro08a_F")]
+    assert female and all(r["speaker"] == "Ses03F" for r in female)
+    assert all(
+        r["speaker"] == "Ses05M" for r in rows if r["ID"].endswith("_1b_M001")
+    )
+    assert len({r["speaker"] for r in rows}) == 10
+    assert all(row["session"] == int(row["ID"][3:5]) for row in by_id.values())
+    assert "5531" in caplog.text  # the count difference is reported
+
+
+def test_iemocap_strict_mode_fails_on_count_difference(iemocap_tree):
+    with pytest.raises(CorpusError, match=r"expected 5531 \(-\d+\)"):
+        iemocap.build_manifest(iemocap_tree[0], strict=True)
+
+
+@pytest.mark.parametrize(
+    "protocol, n_folds",
+    [("leave_one_session_out", 5), ("leave_one_speaker_out", 10)],
+)
+def test_iemocap_folds(iemocap_tree, tmp_path, protocol, n_folds):
+    tested = assert_folds_speaker_disjoint(
+        iemocap.prepare_iemocap,
+        iemocap_tree[0],
+        tmp_path,
+        n_folds,
+        protocol=protocol,
+    )
+    assert tested[0] == ({"Ses01F", "Ses01M"} if n_folds == 5 else {"Ses01F"})
+    if protocol == "leave_one_speaker_out":
+        splits = read_manifest(tmp_path / "fold3" / "valid.csv")
+        assert {r["speaker"] for r in splits} == {"Ses02M"}  # same session
+
+
+def test_iemocap_bad_label_lines_and_missing_audio(tmp_path, caplog):
+    root = tmp_path / "IEMOCAP_full_release"
+    make_iemocap(str(root))
+    label_file = (
+        root / "Session2" / "dialog" / "EmoEvaluation" / "Ses02F_impro01.txt"
+    )
+    text = label_file.read_text()
+    label_file.write_text(
+        text + "[3.0 - oops]\tSes02F_impro01_F999\tneu\t[1]\n"
+    )
+    wav = (
+        root
+        / "Session1"
+        / "sentences"
+        / "wav"
+        / "Ses01F_impro01"
+        / "Ses01F_impro01_F000.wav"
+    )
+    wav.unlink()
+    rows = iemocap.build_manifest(str(root))
+    assert "Ses01F_impro01_F000" not in {r["ID"] for r in rows}
+    assert (
+        "Ses02F_impro01.txt:" in caplog.text
+        and "malformed label line" in caplog.text
+    )
+    assert "Ses01F_impro01_F000.wav: labelled but missing" in caplog.text
+
+
+def test_missing_corpus_folders_are_clear_errors(tmp_path):
+    for module in (iemocap, emodb, casia, ravdess):
+        with pytest.raises(
+            FileNotFoundError, match="folder not found: .*nowhere"
+        ):
+            module.build_manifest(str(tmp_path / "nowhere"))
+    (tmp_path / "IEMOCAP").mkdir()
+    with pytest.raises(FileNotFoundError, match="Session1"):
+        iemocap.build_manifest(str(tmp_path / "IEMOCAP"))
+
+
+@pytest.mark.parametrize("folder", ["wav", "wav_corpus"])
+def test_emodb(tmp_path, folder, caplog):
+    root = tmp_path / "emodb"
+    expected = make_emodb(str(root), folder)
+    (root / folder / "03a01Fb.wav").write_bytes(b"RIFF broken")  # corrupt
+    expected = [e for e in expected if e["ID"] != "03a01Fb"]
+    tiny_wav(str(root / folder / "03a01Xa.wav"))  # unknown emotion letter
+    rows = emodb.build_manifest(str(root))
+    assert_same_utterances(rows, expected)
+    assert "03a01Fb.wav" in caplog.text and "cannot read audio" in caplog.text
+    assert "unknown emotion letter 'X'" in caplog.text
+    genders = {r["speaker"]: r["gender"] for r in rows}
+    assert genders["03"] == "M" and genders["08"] == "F"
+    assert_folds_speaker_disjoint(emodb.prepare_emodb, str(root), tmp_path, 10)
+    with pytest.raises(CorpusError, match="03a01Fb.wav"):
+        emodb.build_manifest(str(root), strict=True)
+
+
+def test_casia_speaker_variants_normal_and_rates(tmp_path):
+    root = tmp_path / "CASIA"
+    expected = make_casia(str(root))
+    rows = casia.build_manifest(str(root))
+    assert_same_utterances(rows, expected)
+    assert {r["speaker"] for r in rows} == set(casia.SPEAKERS)
+    assert counts(rows, "label")["neutral"] == 8  # "normal" included
+    wangzhe = next(r for r in rows if r["speaker"] == "wangzhe")
+    assert read_audio(wangzhe["wav"]).shape[0] == pytest.approx(
+        0.3 * 16000, abs=2
+    )
+    tested = assert_folds_speaker_disjoint(
+        casia.prepare_casia, str(root), tmp_path, 4
+    )
+    assert tested == [{s} for s in casia.SPEAKERS]
+
+
+def test_ravdess_keeps_only_audio_speech(tmp_path):
+    root = tmp_path / "RAVDESS"
+    expected = make_ravdess(str(root))
+    rows = ravdess.build_manifest(str(root))
+    assert_same_utterances(rows, expected)
+    assert all(r["ID"].startswith("03-01-") for r in rows)
+    assert {r["gender"] for r in rows if r["speaker"] == "Actor_07"} == {"M"}
+    tested = assert_folds_speaker_disjoint(
+        ravdess.prepare_ravdess, str(root), tmp_path, 6
+    )
+    assert tested[0] == {"Actor_01", "Actor_11", "Actor_20", "Actor_21"}
+
+
+def test_custom_csv_with_and_without_folds(tmp_path, caplog):
+    lines = ["path,label,speaker"]
+    for speaker in "abcdef":
+        for label in ("calm", "tense"):
+            tiny_wav(str(tmp_path / "audio" / f"{speaker}_{label}.wav"))
+            lines.append(f"audio/{speaker}_{label}.wav,{label},{speaker}")
+    lines.append("audio/missing.wav,calm,a")
+    lines.append(",calm,b")
+    (tmp_path / "corpus.csv").write_text("\n".join(lines) + "\n")
+    rows = custom.build_manifest(str(tmp_path / "corpus.csv"))
+    assert len(rows) == 12
+    assert "missing.wav" in caplog.text and "corpus.csv:15" in caplog.text
+    tested = assert_folds_speaker_disjoint(
+        custom.prepare_custom,
+        str(tmp_path / "corpus.csv"),
+        tmp_path,
+        3,
+        n_folds=3,
+    )
+    assert tested == [{"a", "d"}, {"b", "e"}, {"c", "f"}]
+    with_folds = ["path,label,speaker,fold"] + [
+        f"audio/{s}_{lab}.wav,{lab},{s},{1 + 'abcdef'.index(s) // 2}"
+        for s in "abcdef"
+        for lab in ("calm", "tense")
+    ]
+    (tmp_path / "folds.csv").write_text("\n".join(with_folds) + "\n")
+    tested = assert_folds_speaker_disjoint(
+        custom.prepare_custom, str(tmp_path / "folds.csv"), tmp_path, 3
+    )
+    assert tested == [{"a", "b"}, {"c", "d"}, {"e", "f"}]
+    (tmp_path / "bad.csv").write_text("file,label\nx.wav,calm\n")
+    with pytest.raises(CorpusError, match="missing column"):
+        custom.build_manifest(str(tmp_path / "bad.csv"))
