@@ -24,7 +24,11 @@ setup(
         "sentencepiece",
         "soundfile",
         "scikit-learn",
+        "scipy",
         "numpy",
+        "matplotlib",
+        "ruamel.yaml",
     ],
+    entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
     extras_require={"test": ["pytest>=8", "ruff"]},
 )

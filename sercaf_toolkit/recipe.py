@@ -30,6 +30,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.data import build_datasets, class_counts
 from sercaf_toolkit.export import export_model
+from sercaf_toolkit.lobes.ssl import SSLStream
 
 
 class RecipeResult(NamedTuple):
@@ -38,6 +39,46 @@ class RecipeResult(NamedTuple):
     output_folder: str
     inference_folder: str
     metrics: dict
+
+
+def describe_model(model):
+    """The names that identify a system in a results table.
+
+    Example
+    -------
+    >>> from functools import partial
+    >>> from sercaf_toolkit.lobes import (
+    ...     DPCNN, DualStreamModel, EmotionHead, LogMel, SpectrogramStream,
+    ...     SumFusion)
+    >>> stream = SpectrogramStream(LogMel(n_mels=8), DPCNN(8, 4, 1))
+    >>> model = DualStreamModel([stream, stream], partial(SumFusion,
+    ...     output_size=4), partial(EmotionHead, n_classes=2))
+    >>> describe_model(model)
+    {'streams': ['DPCNN', 'DPCNN'], 'fusion': 'SumFusion'}
+    """
+    names = []
+    for stream in model.streams:
+        if isinstance(stream, SSLStream):
+            names.append(stream.model.config.model_type)
+        elif hasattr(stream, "encoder"):
+            names.append(type(stream.encoder).__name__)
+        else:
+            names.append(type(stream).__name__)
+    return {"streams": names, "fusion": type(model.fusion).__name__}
+
+
+def write_run_info(hparams, path):
+    """Writes what identifies this run: system, fold, protocol, source."""
+    info = describe_model(hparams["model"])
+    source = hparams.get("ssl_source")
+    info["ssl_source"] = source if isinstance(source, str) else None
+    info["fold"] = hparams.get("fold")
+    split_info = os.path.join(hparams["output_folder"], "split_info.json")
+    if os.path.exists(split_info):
+        with open(split_info, encoding="utf-8") as source_file:
+            info["split"] = json.load(source_file)
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(info, out, indent=2)
 
 
 def resolve_hparams_path(path, script_dir):
@@ -118,6 +159,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     metrics_path = os.path.join(output_folder, "test_metrics.json")
     inference_folder = os.path.join(output_folder, "inference")
     if if_main_process():
+        write_run_info(hparams, os.path.join(output_folder, "run_info.json"))
         export_model(
             hparams_file,
             overrides,
