@@ -216,3 +216,21 @@ def test_custom_csv_with_and_without_folds(tmp_path, caplog):
     (tmp_path / "bad.csv").write_text("file,label\nx.wav,calm\n")
     with pytest.raises(CorpusError, match="missing column"):
         custom.build_manifest(str(tmp_path / "bad.csv"))
+
+
+def test_random_split_is_only_an_explicit_speaker_dependent_option(
+    tmp_path, caplog
+):
+    root = tmp_path / "CASIA"
+    make_casia(str(root))
+    splits = casia.prepare_casia(
+        str(root), str(tmp_path / "out"), 1, protocol="random_speaker_dependent"
+    )
+    assert sum(len(part) for part in splits.values()) == 48
+    info = (tmp_path / "out" / "split_info.json").read_text()
+    assert '"speaker_independent": false' in info
+    assert "speaker-DEPENDENT" in caplog.text
+    speakers = [
+        {r["speaker"] for r in splits[name]} for name in ("train", "test")
+    ]
+    assert speakers[0] & speakers[1]  # what the default protocols forbid

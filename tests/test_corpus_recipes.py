@@ -47,14 +47,17 @@ def tiny_overrides(ssl_source):
     ]
 
 
-@pytest.mark.parametrize("corpus", CORPORA)
-@pytest.mark.parametrize("name", FUSION_FILES)
+HPARAMS = [(c, n) for c in CORPORA for n in FUSION_FILES] + [("Custom", "caf")]
+
+
+@pytest.mark.parametrize("corpus, name", HPARAMS)
 def test_every_hparams_file_builds_its_model(
     corpus, name, tiny_ssl_source, tmp_path
 ):
     hparams_file = RECIPES / corpus / "hparams" / f"{name}.yaml"
     argv = [
         str(hparams_file),
+        "--labels=[calm,tense]" if corpus == "Custom" else "--seed=1",
         f"--data_folder={tmp_path}",
         f"--output_folder={tmp_path / 'out'}",
         "--scratch_encoder=textrcnn",
@@ -127,7 +130,7 @@ def test_sercaf_cv_two_hparams_files_and_resume(
         "hparams/sum.yaml",
         "--folds=1-2",
         f"--output-root={root}",
-        "--gpus=",
+        "--gpus=0,1",  # two at a time (no GPU here: the runs use the CPU)
         "--",
         f"--data_folder={tmp_path / 'CASIA'}",
         "--number_of_epochs=1",
@@ -136,6 +139,7 @@ def test_sercaf_cv_two_hparams_files_and_resume(
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "caf fold 2: running" in out and "sum fold 1: WA" in out
+    assert "on GPUs [0, 1]" in out
     summary = json.loads((root / "cv_summary.json").read_text())
     for stem, fusion in (("caf", "CrossAttentionFusion"), ("sum", "SumFusion")):
         experiment = summary["experiments"][stem]

@@ -73,7 +73,13 @@ def build_manifest(data_folder, strict=False):
     return builder.rows
 
 
-def prepare_casia(data_folder, save_folder, fold=1, strict=False):
+def prepare_casia(
+    data_folder,
+    save_folder,
+    fold=1,
+    strict=False,
+    protocol="leave_one_speaker_out",
+):
     """Writes the manifest and one leave-one-speaker-out fold's splits.
 
     Fold ``k`` tests on the k-th of liuchanhg, wangzhe, zhaoquanyin,
@@ -81,6 +87,4 @@ def prepare_casia(data_folder, save_folder, fold=1, strict=False):
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
-    return prepare_fold(
-        rows, save_folder, fold, "leave_one_speaker_out", groups
-    )
+    return prepare_fold(rows, save_folder, fold, protocol, groups)

@@ -201,6 +201,11 @@ def prepare_fold(
     """
     write_manifest(rows, os.path.join(save_folder, "data.csv"))
     if protocol == RANDOM_PROTOCOL:
+        logger.warning(
+            "protocol %s: utterances split at random, speakers shared between"
+            " train, valid and test; figures are speaker-DEPENDENT",
+            RANDOM_PROTOCOL,
+        )
         splits = _random_splits(rows, seed)
         for name, part in splits.items():
             write_manifest(part, os.path.join(save_folder, f"{name}.csv"))

@@ -64,7 +64,14 @@ def build_manifest(csv_file, strict=False):
     return builder.rows
 
 
-def prepare_custom(data_folder, save_folder, fold=1, n_folds=5, strict=False):
+def prepare_custom(
+    data_folder,
+    save_folder,
+    fold=1,
+    n_folds=5,
+    strict=False,
+    protocol="custom_speaker_folds",
+):
     """Writes the manifest and one fold's speaker-independent splits.
 
     Arguments
@@ -79,6 +86,8 @@ def prepare_custom(data_folder, save_folder, fold=1, n_folds=5, strict=False):
         Folds to deal speakers into when the CSV has no ``fold`` column.
     strict : bool
         Make skipped rows an error.
+    protocol : str
+        ``random_speaker_dependent`` splits utterances at random instead.
     """
     rows = build_manifest(data_folder, strict)
     if all("fold" in row for row in rows):
@@ -103,4 +112,4 @@ def prepare_custom(data_folder, save_folder, fold=1, n_folds=5, strict=False):
             )
         n_folds = min(n_folds, len(speakers))
         groups = [speakers[i::n_folds] for i in range(n_folds)]
-    return prepare_fold(rows, save_folder, fold, "custom_speaker_folds", groups)
+    return prepare_fold(rows, save_folder, fold, protocol, groups)

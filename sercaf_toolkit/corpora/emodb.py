@@ -97,7 +97,13 @@ def build_manifest(data_folder, strict=False):
     return builder.rows
 
 
-def prepare_emodb(data_folder, save_folder, fold=1, strict=False):
+def prepare_emodb(
+    data_folder,
+    save_folder,
+    fold=1,
+    strict=False,
+    protocol="leave_one_speaker_out",
+):
     """Writes the manifest and the splits of one leave-one-speaker-out fold.
 
     Fold ``k`` tests on the k-th speaker of ``03 08 09 10 11 12 13 14 15
@@ -105,6 +111,4 @@ def prepare_emodb(data_folder, save_folder, fold=1, strict=False):
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
-    return prepare_fold(
-        rows, save_folder, fold, "leave_one_speaker_out", groups
-    )
+    return prepare_fold(rows, save_folder, fold, protocol, groups)

@@ -91,8 +91,10 @@ def build_manifest(data_folder, strict=False):
     return builder.rows
 
 
-def prepare_ravdess(data_folder, save_folder, fold=1, strict=False):
+def prepare_ravdess(
+    data_folder, save_folder, fold=1, strict=False, protocol="actor_folds_6"
+):
     """Writes the manifest and the splits of one of the 6 actor folds."""
     rows = build_manifest(data_folder, strict)
     groups = [[actor_name(a) for a in fold_actors] for fold_actors in FOLDS]
-    return prepare_fold(rows, save_folder, fold, "actor_folds_6", groups)
+    return prepare_fold(rows, save_folder, fold, protocol, groups)

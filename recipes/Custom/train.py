@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""Trains a dual-stream SER model on Custom, one speaker-independent fold.
+
+    python recipes/Custom/train.py hparams/caf.yaml \\
+        --data_folder=/path/to/corpus.csv --labels=[calm,tense]
+
+All folds and a results table: `sercaf cv recipes/Custom hparams/caf.yaml`.
+See README.md beside this file for the protocol and the expected layout.
+"""
+
+import os
+import sys
+
+from sercaf_toolkit.recipe import run_recipe
+
+if __name__ == "__main__":
+    run_recipe(
+        sys.argv[1:], script_dir=os.path.dirname(os.path.abspath(__file__))
+    )
