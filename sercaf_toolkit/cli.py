@@ -2,6 +2,9 @@
 
     sercaf cv RECIPE HPARAMS [HPARAMS ...] [--folds 1-3] [--output-root DIR]
               [--gpus 0,1] [-- --key=value ...]
+    sercaf predict MODEL_DIR INPUT [INPUT ...] [--out FILE.csv|.json]
+              [--batch-size N] [--device cpu|cuda] [--window S --hop S]
+              [--long-threshold S] [--plot FILE.png]
 
 Authors
  * sercaf-toolkit developers 2026
@@ -41,6 +44,78 @@ def _cv_parser(subparsers):
     return parser
 
 
+def _predict_parser(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="label audio files, folders or path lists with a trained model",
+        description=(
+            "Labels audio with an EncoderClassifier-compatible model folder. "
+            "Recordings longer than --long-threshold seconds get an emotion "
+            "timeline from overlapping windows. A file that cannot be read "
+            "gets a row with its error; the exit status is 1 if any failed."
+        ),
+    )
+    parser.add_argument(
+        "model_dir", help="model folder (e.g. a recipe's inference/)"
+    )
+    parser.add_argument(
+        "inputs", nargs="+", help="audio files, folders, or .txt lists of paths"
+    )
+    parser.add_argument(
+        "--out", help="results .csv or .json (default: CSV on stdout)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:1, ..."
+    )
+    parser.add_argument("--window", type=float, default=4.0, help="seconds")
+    parser.add_argument("--hop", type=float, default=2.0, help="seconds")
+    parser.add_argument(
+        "--long-threshold",
+        type=float,
+        default=30.0,
+        help="recordings longer than this many seconds get a timeline",
+    )
+    parser.add_argument("--plot", help="PNG of class probabilities over time")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _predict(args):
+    from sercaf_toolkit.inference import (
+        EmotionPredictor,
+        plot_timelines,
+        write_records,
+    )
+
+    predictor = EmotionPredictor(
+        args.model_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        window=args.window,
+        hop=args.hop,
+        long_threshold=args.long_threshold,
+    )
+    records, report = predictor.predict(
+        args.inputs, progress=not args.no_progress
+    )
+    write_records(records, args.out)
+    if args.plot:
+        plot_timelines(report["windows"], predictor.labels, args.plot)
+    rtf = report["real_time_factor"]
+    print(
+        f"[sercaf predict] {report['files']} files, {report['failures']} "
+        f"failed, {report['audio_seconds']:.1f} s of audio in "
+        f"{report['wall_seconds']:.1f} s (real-time factor "
+        + (f"{rtf:.3f})" if rtf is not None else "n/a)"),
+        file=sys.stderr,
+    )
+    for record in records:
+        if record["error"]:
+            print(f"[sercaf predict] error: {record['error']}", file=sys.stderr)
+    return 1 if report["failures"] else 0
+
+
 def main(argv=None):
     """Entry point of the ``sercaf`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -53,7 +128,10 @@ def main(argv=None):
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _cv_parser(subparsers)
+    _predict_parser(subparsers)
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "cv":
         from sercaf_toolkit.cv import CrossValidation
 

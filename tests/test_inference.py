@@ -1,0 +1,198 @@
+"""sercaf predict and EmotionPredictor: batching, bad files, timelines."""
+
+import csv
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from sercaf_toolkit import cli
+from sercaf_toolkit.demo import synthesize_utterance
+from sercaf_toolkit.export import export_model
+from sercaf_toolkit.inference import EmotionPredictor, expand_inputs
+
+DEMO_YAML = (
+    pathlib.Path(__file__).resolve().parent.parent
+    / "recipes" / "Demo" / "hparams" / "caf.yaml"
+)  # fmt: skip
+LABELS = ["neutral", "happy", "angry", "sad"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An exported (untrained) demo model: enough to test inference."""
+    root = tmp_path_factory.mktemp("model")
+    argv = [
+        str(DEMO_YAML),
+        f"--data_folder={root}",
+        f"--output_folder={root}/run",
+    ]
+    _, _, overrides = sb.parse_arguments(argv)
+    with open(DEMO_YAML) as source:
+        hparams = load_hyperpyyaml(source, overrides)
+    model = hparams["model"]
+    model.train()
+    model(torch.randn(2, 16000))  # normalisation statistics
+    encoder = hparams["label_encoder"]
+    encoder.update_from_iterable(LABELS)
+    encoder.expect_len(4)
+    return export_model(
+        str(DEMO_YAML),
+        overrides,
+        model.eval(),
+        encoder,
+        str(root / "inference"),
+    )
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    return EmotionPredictor(model_dir, batch_size=8)
+
+
+def write(path, samples, rate):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, samples, rate)
+    return str(path)
+
+
+def test_batched_equals_one_file_at_a_time(predictor, model_dir):
+    waves = [
+        torch.from_numpy(synthesize_utterance(s, e, i))
+        for i, (s, e) in enumerate(
+            [("spk1_f", "sad"), ("spk2_m", "angry"), ("spk3_f", "happy"),
+             ("spk4_m", "neutral"), ("spk5_f", "angry")]
+        )
+    ]  # fmt: skip
+    batched = predictor.probabilities(waves)
+    one_by_one = EmotionPredictor(model_dir, batch_size=1).probabilities(waves)
+    torch.testing.assert_close(batched, one_by_one, atol=1e-4, rtol=0)
+    assert torch.allclose(batched.sum(dim=1), torch.ones(5))
+
+
+def test_mixed_folder_gives_rows_and_error_rows(predictor, tmp_path):
+    wav = synthesize_utterance("spk1_f", "angry", 3)
+    folder = tmp_path / "mixed"
+    write(folder / "a_16k.wav", wav, 16000)
+    resampled = torch.from_numpy(wav)[None]
+    import torchaudio
+
+    write(
+        folder / "b_8k.flac",
+        torchaudio.functional.resample(resampled, 16000, 8000)[0].numpy(),
+        8000,
+    )
+    write(folder / "c_stereo.wav", np.stack([wav, wav], axis=1), 16000)
+    (folder / "d_corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt junk")
+    write(folder / "e_empty.wav", np.zeros(0), 16000)
+    nan = np.array([0.1, np.nan] * 800)
+    soundfile.write(folder / "f_nan.wav", nan, 16000, subtype="FLOAT")
+    good = (folder / "a_16k.wav").read_bytes()
+    (folder / "g_truncated.wav").write_bytes(good[:30])
+    (folder / "h_text.wav").write_text("not audio\n" * 50)
+    (folder / "readme.md").write_text("ignored: not an audio extension")
+    records, report = predictor.predict([str(folder)])
+    by_name = {pathlib.Path(r["path"]).name: r for r in records}
+    assert sorted(by_name) == [
+        "a_16k.wav", "b_8k.flac", "c_stereo.wav", "d_corrupt.wav",
+        "e_empty.wav", "f_nan.wav", "g_truncated.wav", "h_text.wav",
+    ]  # fmt: skip
+    reference = by_name["a_16k.wav"]
+    assert reference["error"] == "" and reference["label"] in LABELS
+    assert reference["end"] == pytest.approx(len(wav) / 16000, abs=1e-3)
+    stereo = by_name["c_stereo.wav"]
+    for label in LABELS:  # a stereo copy of the same signal: same result
+        assert stereo[f"prob_{label}"] == pytest.approx(
+            reference[f"prob_{label}"], abs=1e-4
+        )
+    assert by_name["b_8k.flac"]["error"] == ""
+    assert by_name["b_8k.flac"]["label"] == reference["label"]
+    messages = {
+        "d_corrupt.wav": "cannot read audio",
+        "e_empty.wav": "empty audio",
+        "f_nan.wav": "NaN",
+        "g_truncated.wav": "",
+        "h_text.wav": "cannot read audio",
+    }
+    for name, message in messages.items():
+        assert (
+            name in by_name[name]["error"] and message in by_name[name]["error"]
+        )
+        assert by_name[name]["label"] == ""
+    assert report["files"] == 8 and report["failures"] == 5
+
+
+def test_sixty_second_recording_gives_a_tiling_timeline(predictor, tmp_path):
+    parts = [
+        synthesize_utterance("spk2_m", emotion, i)
+        for i, emotion in enumerate(["neutral", "angry", "sad", "happy"] * 8)
+    ]
+    recording = np.concatenate(parts)[: 60 * 16000]
+    path = write(tmp_path / "long.wav", recording, 16000)
+    records, report = predictor.predict([path])
+    assert len(recording) == 60 * 16000
+    assert records[0]["start"] == 0.0
+    for previous, current in zip(records, records[1:]):
+        assert current["start"] == previous["end"]
+        assert current["label"] != previous["label"]  # equal labels merged
+    assert records[-1]["end"] == pytest.approx(60.0)
+    for record in records:
+        total = sum(record[f"prob_{label}"] for label in LABELS)
+        assert total == pytest.approx(1.0, abs=1e-5)
+        assert record["score"] == record[f"prob_{record['label']}"]
+    windows = report["windows"][path]
+    assert len(windows) == 29  # 4 s windows every 2 s over 60 s
+    unmerged, _ = predictor.timeline(
+        torch.from_numpy(recording), path, merge=False
+    )
+    assert len(unmerged) == len(windows)
+
+
+def test_cli_outputs_plot_and_exit_status(model_dir, tmp_path, capsys):
+    good = write(
+        tmp_path / "in" / "good.wav",
+        synthesize_utterance("spk1_f", "sad", 1),
+        16000,
+    )
+    parts = [synthesize_utterance("spk3_f", e, 2) for e in ["sad", "angry"] * 8]
+    long_path = write(
+        tmp_path / "in" / "long.wav", np.concatenate(parts), 16000
+    )
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{good}\n{long_path}\n")
+    out_csv, plot = tmp_path / "out.csv", tmp_path / "timeline.png"
+    code = cli.main(
+        ["predict", model_dir, str(listing), "--out", str(out_csv),
+         "--plot", str(plot), "--batch-size", "2", "--long-threshold", "20"]
+    )  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert rows[0]["path"] == good
+    long_rows = [row for row in rows if row["path"] == long_path]
+    assert float(long_rows[-1]["end"]) == pytest.approx(50.6, abs=0.1)
+    assert set(rows[0]) == {
+        "path", "start", "end", "label", "score", "error",
+        *(f"prob_{label}" for label in LABELS),
+    }  # fmt: skip
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "2 files, 0 failed" in capsys.readouterr().err
+    (tmp_path / "in" / "broken.wav").write_bytes(b"nothing")
+    out_json = tmp_path / "out.json"
+    code = cli.main(
+        ["predict", model_dir, str(tmp_path / "in"), "--out", str(out_json)]
+    )
+    assert code == 1
+    records = json.loads(out_json.read_text())
+    assert [r["error"] != "" for r in records].count(True) == 1
+    assert "1 failed" in capsys.readouterr().err
+
+
+def test_expand_inputs_keeps_named_files(tmp_path):
+    assert expand_inputs([str(tmp_path / "missing.wav")]) == [
+        str(tmp_path / "missing.wav")
+    ]
