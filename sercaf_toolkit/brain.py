@@ -18,6 +18,7 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import if_main_process
 
+from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.ssl import SSLStream
 from sercaf_toolkit.metrics import EmotionMetrics
 
@@ -82,14 +83,25 @@ class SERBrain(sb.Brain):
     and ``label_encoded``.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, modules=None, *args, **kwargs):
+        modules = dict(modules or {})
+        if isinstance(modules.get("model"), DualStreamModel):
+            # DDP only synchronises gradients through forward(); the model's
+            # forward gives embeddings (EncoderClassifier's contract), so
+            # training goes through a wrapper whose forward classifies.
+            modules["model"] = LogProbabilities(modules["model"])
+        super().__init__(modules, *args, **kwargs)
         labels = self.hparams.label_encoder
         self.label_names = [labels.ind2lab[i] for i in range(len(labels))]
         self.selection_key = getattr(self.hparams, "selection_key", "UA")
         self.ssl_warmup_steps = getattr(self.hparams, "ssl_warmup_steps", 0)
+        # Train metrics survive an intra-epoch checkpoint and resume.
+        self.train_metrics = EmotionMetrics(self.label_names)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("random_state", RandomState())
+            self.checkpointer.add_recoverable(
+                "train_metrics", self.train_metrics
+            )
 
     # Forward and loss -------------------------------------------------------
 
@@ -119,7 +131,7 @@ class SERBrain(sb.Brain):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         with self._ssl_warmup(stage):
-            return self.modules.model.log_probabilities(wavs, wav_lens)
+            return self.modules.model(wavs, wav_lens)
 
     def compute_objectives(self, predictions, batch, stage):
         """Class-weighted NLL loss; accumulates metrics and predictions."""
@@ -168,8 +180,13 @@ class SERBrain(sb.Brain):
         self.class_weights = weights
 
     def on_stage_start(self, stage, epoch=None):
-        """Starts fresh metrics for the stage."""
-        self.metrics = EmotionMetrics(self.label_names)
+        """Starts fresh metrics for the stage (keeps them mid-epoch)."""
+        if stage == sb.Stage.TRAIN:
+            if self.step == 0:  # not resuming in the middle of an epoch
+                self.train_metrics.clear()
+            self.metrics = self.train_metrics
+        else:
+            self.metrics = EmotionMetrics(self.label_names)
         self.test_rows = []
 
     def on_stage_end(self, stage, stage_loss, epoch=None):

@@ -14,13 +14,21 @@ Authors
 """
 
 import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 
 
+@register_checkpoint_hooks
 class EmotionMetrics:
     """Accumulates predictions and summarises WA, UA, F1 and confusions.
 
     The interface follows SpeechBrain's ``MetricStats``: ``append`` per
     batch, ``summarize`` at the end of a stage, ``clear`` to start again.
+    It can be a Checkpointer recoverable, so that an epoch interrupted and
+    resumed mid-way still reports its metrics over all of its batches.
 
     Arguments
     ---------
@@ -132,3 +140,15 @@ class EmotionMetrics:
             "confusion_matrix": self.confusion.tolist(),
         }
         return summary if field is None else summary[field]
+
+    @mark_as_saver
+    def save(self, path):
+        """Writes the accumulated state (for checkpoints)."""
+        torch.save({"confusion": self.confusion, "ids": list(self.ids)}, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restores the state written by :meth:`save`."""
+        state = torch.load(path, weights_only=True)
+        self.confusion = state["confusion"]
+        self.ids = list(state["ids"])

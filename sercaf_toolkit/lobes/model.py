@@ -146,3 +146,26 @@ class DualStreamModel(torch.nn.Module):
     def log_probabilities(self, wavs, wav_lens=None):
         """Class log-probabilities ``[B, n_classes]`` of a waveform batch."""
         return self.classifier(self(wavs, wav_lens))
+
+
+class LogProbabilities(torch.nn.Module):
+    """Wraps a model so that ``forward`` returns its log-probabilities.
+
+    Training under DistributedDataParallel must go through ``forward``;
+    :class:`DualStreamModel`'s forward returns embeddings (for
+    ``EncoderClassifier``), so the Brain trains this wrapper instead. The
+    wrapped model's state dict is unchanged.
+
+    Arguments
+    ---------
+    model : DualStreamModel
+        Any module with ``log_probabilities(wavs, wav_lens)``.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wavs, wav_lens=None):
+        """``[B, n_classes]`` log-probabilities of a waveform batch."""
+        return self.model.log_probabilities(wavs, wav_lens)
