@@ -241,6 +241,16 @@ class SERBrain(sb.Brain):
             rates[name] = old_rate
         return rates
 
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        loader_kwargs = super()._train_loader_specifics(dataset, loader_kwargs)
+        # Brain tells only `train_sampler` the epoch; outside DDP a batch
+        # sampler (dynamic batching) is not registered there, and would
+        # repeat the first epoch's order forever.
+        batch_sampler = loader_kwargs.get("batch_sampler")
+        if self.train_sampler is None and hasattr(batch_sampler, "set_epoch"):
+            self.train_sampler = batch_sampler
+        return loader_kwargs
+
     # Optimizers -----------------------------------------------------------
 
     def init_optimizers(self):

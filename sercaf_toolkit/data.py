@@ -266,3 +266,49 @@ def class_counts(manifest_path, label_encoder):
     for row in read_manifest(manifest_path):
         counts[label_encoder.lab2ind[row["label"]]] += 1
     return counts
+
+
+def loader_kwargs(hparams, stage_key, dataset, shuffle):
+    """Data loader options of a stage, batching by duration if asked.
+
+    With ``dynamic_batching: True`` in the YAML, batches are formed by
+    SpeechBrain's ``DynamicBatchSampler``: each holds at most
+    ``max_batch_length`` seconds of audio, drawn from ``num_buckets``
+    buckets of similar durations, so that little of a batch is padding and
+    no batch is too large. Otherwise ``batch_size`` utterances per batch.
+    The loader gets its own random generator, so that creating one never
+    draws from torch's global generator (which a resumed run must find
+    exactly as it was saved).
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters.
+    stage_key : str
+        ``"train_dataloader_opts"`` or ``"valid_dataloader_opts"``.
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        The stage's data (with a ``duration`` field).
+    shuffle : bool
+        Whether batches come in random order (training).
+
+    Returns
+    -------
+    dict
+        Keyword arguments for ``Brain.fit`` / ``Brain.evaluate``.
+    """
+    options = dict(hparams.get(stage_key) or {})
+    seed = int(hparams.get("seed", 0))
+    options.setdefault("generator", torch.Generator().manual_seed(seed))
+    if hparams.get("dynamic_batching"):
+        options.pop("batch_size", None)
+        options.pop("shuffle", None)
+        options["batch_sampler"] = sb.dataio.sampler.DynamicBatchSampler(
+            dataset,
+            max_batch_length=float(hparams["max_batch_length"]),
+            num_buckets=int(hparams.get("num_buckets", 10)),
+            length_func=lambda item: float(item["duration"]),
+            shuffle=shuffle,
+            batch_ordering="random" if shuffle else "descending",
+            seed=seed,
+        )
+    return options

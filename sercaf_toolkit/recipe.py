@@ -28,7 +28,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sercaf_toolkit.brain import SERBrain
-from sercaf_toolkit.data import build_datasets, class_counts
+from sercaf_toolkit.data import build_datasets, class_counts, loader_kwargs
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.lobes.ssl import SSLStream
 
@@ -143,17 +143,26 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    if hparams.get("compile_streams"):
+        for stream in hparams["model"].streams:
+            stream.compile(dynamic=True)  # in place: state dict keys unchanged
     brain.fit(
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        train_loader_kwargs=loader_kwargs(
+            hparams, "train_dataloader_opts", datasets["train"], shuffle=True
+        ),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, "valid_dataloader_opts", datasets["valid"], shuffle=False
+        ),
     )
     brain.evaluate(
         datasets["test"],
         max_key=brain.selection_key,
-        test_loader_kwargs=hparams["valid_dataloader_opts"],
+        test_loader_kwargs=loader_kwargs(
+            hparams, "valid_dataloader_opts", datasets["test"], shuffle=False
+        ),
     )
     output_folder = hparams["output_folder"]
     metrics_path = os.path.join(output_folder, "test_metrics.json")
