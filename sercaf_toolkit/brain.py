@@ -16,7 +16,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, main_process_only
 
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.ssl import SSLStream
@@ -45,6 +45,7 @@ class RandomState:
     """
 
     @mark_as_saver
+    @main_process_only
     def save(self, path):
         """Writes the CPU (and CUDA, if any) generator states to ``path``."""
         state = {"cpu": torch.get_rng_state()}

@@ -4,12 +4,15 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+import logging
 import os
 import pathlib
 import shutil
 
 from speechbrain.utils.checkpoints import CKPT_PREFIX, Checkpoint, Checkpointer
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -54,10 +57,19 @@ class AtomicCheckpointer(Checkpointer):
         return final.with_name(PARTIAL_PREFIX + final.name)
 
     def save_checkpoint(self, *args, **kwargs):
-        """Saves like ``Checkpointer.save_checkpoint``, then publishes."""
+        """Saves like ``Checkpointer.save_checkpoint``, then publishes.
+
+        Under DDP, every process leaves only once the checkpoint is
+        complete and renamed, so none can look for checkpoints too early.
+        """
         checkpoint = super().save_checkpoint(*args, **kwargs)
-        if checkpoint is None:  # not the main process
-            return None
+        ddp_barrier()  # every process has written what it writes
+        if checkpoint is not None:  # the main process
+            checkpoint = self._publish(checkpoint)
+        ddp_barrier()
+        return checkpoint
+
+    def _publish(self, checkpoint):
         partial = pathlib.Path(checkpoint.path)
         final = partial.with_name(partial.name[len(PARTIAL_PREFIX) :])
         if not final.name.startswith(CKPT_PREFIX):
@@ -65,6 +77,7 @@ class AtomicCheckpointer(Checkpointer):
         if final.exists():  # a custom name saved again: replace it
             shutil.rmtree(final)
         os.replace(partial, final)
+        logger.debug("Published checkpoint %s", final)
         paramfiles = {
             key: final / pathlib.Path(path).name
             for key, path in checkpoint.paramfiles.items()

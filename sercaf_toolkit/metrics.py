@@ -19,6 +19,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
+from speechbrain.utils.distributed import main_process_only
 
 
 @register_checkpoint_hooks
@@ -142,6 +143,7 @@ class EmotionMetrics:
         return summary if field is None else summary[field]
 
     @mark_as_saver
+    @main_process_only
     def save(self, path):
         """Writes the accumulated state (for checkpoints)."""
         torch.save({"confusion": self.confusion, "ids": list(self.ids)}, path)

@@ -10,6 +10,7 @@ Authors
 """
 
 import os
+import shutil
 
 import torch
 import transformers
@@ -90,13 +91,21 @@ def build_tiny_ssl_model(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = model_class(config)
-    os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder)
+    # Written aside, then renamed: processes building the same folder at
+    # once (DDP ranks loading one YAML file) never read a half-written one.
+    partial = f"{folder.rstrip(os.sep)}.partial-{os.getpid()}"
+    model.save_pretrained(partial)
     transformers.Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16000,
         padding_value=0.0,
         do_normalize=True,
         return_attention_mask=True,
-    ).save_pretrained(folder)
+    ).save_pretrained(partial)
+    try:
+        os.rename(partial, folder)
+    except OSError:  # another process finished first: keep its folder
+        shutil.rmtree(partial, ignore_errors=True)
+        if not os.path.exists(os.path.join(folder, "model.safetensors")):
+            raise
     return folder

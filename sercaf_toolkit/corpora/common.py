@@ -51,6 +51,14 @@ def require_folder(path, corpus, hint):
         )
 
 
+class ManifestRows(list):
+    """Manifest rows that remember which files were left out, and why."""
+
+    def __init__(self, rows=(), problems=None):
+        super().__init__(rows)
+        self.problems = [] if problems is None else problems
+
+
 class ManifestBuilder:
     """Collects manifest rows and the problems met on the way.
 
@@ -69,8 +77,8 @@ class ManifestBuilder:
 
     def __init__(self, corpus):
         self.corpus = corpus
-        self.rows = []
-        self.problems = []
+        self.rows = ManifestRows()
+        self.problems = self.rows.problems
 
     def skip(self, path, reason):
         """Records a file that is left out, and why."""
@@ -175,6 +183,9 @@ def prepare_fold(
 ):
     """Writes ``data.csv``, one fold's splits and ``split_info.json``.
 
+    Files the corpus module left out (``rows.problems``) are listed in
+    ``split_info.json`` and ``skipped_files.txt``.
+
     Arguments
     ---------
     rows : list of dict
@@ -225,6 +236,10 @@ def prepare_fold(
             "valid_speakers": valid_speakers,
         }
     info["counts"] = {name: len(part) for name, part in splits.items()}
+    info["skipped"] = list(getattr(rows, "problems", []))
+    if info["skipped"]:
+        with open(os.path.join(save_folder, "skipped_files.txt"), "w") as out:
+            out.write("\n".join(info["skipped"]) + "\n")
     with open(os.path.join(save_folder, "split_info.json"), "w") as out:
         json.dump(info, out, indent=2)
     return splits

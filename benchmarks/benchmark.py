@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""One-process benchmark of sercaf-toolkit's training and inference costs.
+
+    python benchmarks/benchmark.py --size tiny               # CI smoke, CPU
+    python benchmarks/benchmark.py --size base --device cuda --precision bf16
+
+On synthetic audio whose durations follow IEMOCAP's (log-normal, mean about
+4.5 s, tail to 30 s), measured side by side in this one run:
+
+1. training-step time of the dual-stream model (each fusion block) divided
+   by that of the SSL-only model (SSL + mean pooling + linear, as in
+   SpeechBrain's IEMOCAP recipe), on the same batches;
+2. training throughput (audio seconds per second) with the toolkit's
+   batching by duration vs one utterance per step, same model;
+3. fraction of non-padding samples in batches: batching by duration vs a
+   fixed batch size in random order;
+4. inference real-time factor, batched and one file at a time;
+5. peak memory of a training step.
+
+``--size base`` builds wav2vec2-base-shaped models (random weights: timing
+does not depend on them) with the paper's scratch stream (224 mel bands,
+DPCNN with 250 filters); ``--size tiny`` a tiny model for smoke tests.
+"""
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import speechbrain as sb
+import torch
+import transformers
+
+from sercaf_toolkit.lobes import (
+    DPCNN,
+    ConcatFusion,
+    CrossAttentionFusion,
+    DualStreamModel,
+    EmotionHead,
+    FiLMFusion,
+    GlobalNormalization,
+    LogMel,
+    PaperCAF,
+    SpectrogramStream,
+    SSLStream,
+    SumFusion,
+)
+from sercaf_toolkit.lobes.masking import masked_mean
+
+SAMPLE_RATE = 16000
+N_CLASSES = 4
+TARGETS = {"overhead": 1.10, "non_padding": 0.90, "throughput_gpu": 3.0}
+
+
+def iemocap_like_durations(count, seed=0):
+    """Durations (s) following IEMOCAP's shape: mean ~4.5 s, tail to 30 s."""
+    rng = np.random.default_rng(seed)
+    durations = rng.lognormal(mean=np.log(3.6), sigma=0.65, size=count)
+    return np.clip(durations, 0.8, 30.0)
+
+
+class SSLOnlyModel(torch.nn.Module):
+    """The baseline: SSL stream, mean pooling, linear layer, log-softmax."""
+
+    def __init__(self, ssl):
+        super().__init__()
+        self.ssl = ssl
+        self.linear = torch.nn.Linear(ssl.output_size, N_CLASSES)
+
+    def forward(self, wavs, wav_lens):
+        frames, mask = self.ssl(wavs, wav_lens)
+        return torch.log_softmax(self.linear(masked_mean(frames, mask)), -1)
+
+
+def ssl_architecture(size):
+    if size == "base":
+        config = transformers.Wav2Vec2Config()  # wav2vec2-base's shape
+    else:
+        config = transformers.Wav2Vec2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(16,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+        )
+    return {"config": config.to_dict(), "do_normalize": True}
+
+
+def build_models(size):
+    """SSL-only baseline and one dual-stream model per fusion block."""
+    n_mels, filters, width = (224, 250, 256) if size == "base" else (32, 8, 16)
+    fusions = {
+        "sum": partial(SumFusion, output_size=width),
+        "con": partial(ConcatFusion, output_size=width),
+        "film": partial(FiLMFusion, output_size=width),
+        "caf": partial(
+            CrossAttentionFusion, output_size=width, attention_size=width
+        ),
+        "paper_caf": partial(PaperCAF, output_size=12),
+    }
+    torch.manual_seed(0)
+    ssl = SSLStream(ssl_architecture(size))  # CNN frozen, as in recipes
+    models = {"ssl_only": SSLOnlyModel(ssl)}
+    for name, fusion in fusions.items():
+        scratch = SpectrogramStream(
+            LogMel(n_mels=n_mels),
+            DPCNN(input_size=n_mels, num_filters=filters, num_blocks=3),
+            GlobalNormalization(n_mels),
+        )
+        dual = DualStreamModel(
+            [ssl, scratch], fusion, partial(EmotionHead, n_classes=N_CLASSES)
+        )
+        models[name] = _LogProbs(dual)
+    return models
+
+
+class _LogProbs(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wavs, wav_lens):
+        return self.model.log_probabilities(wavs, wav_lens)
+
+
+def duration_batches(durations, max_batch_length, shuffle=True, seed=0):
+    """Index batches from SpeechBrain's DynamicBatchSampler."""
+    data = {str(i): {"duration": float(d)} for i, d in enumerate(durations)}
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
+    sampler = sb.dataio.sampler.DynamicBatchSampler(
+        dataset,
+        max_batch_length=max_batch_length,
+        num_buckets=10,
+        length_func=lambda item: item["duration"],
+        shuffle=shuffle,
+        batch_ordering="random",
+        seed=seed,
+    )
+    return [list(batch) for batch in sampler]
+
+
+def fixed_batches(count, batch_size, seed=0):
+    order = np.random.default_rng(seed).permutation(count)
+    return [
+        list(order[i : i + batch_size]) for i in range(0, count, batch_size)
+    ]
+
+
+def non_padding_fraction(durations, batches):
+    real = padded = 0.0
+    for batch in batches:
+        lengths = [durations[i] for i in batch]
+        real += sum(lengths)
+        padded += max(lengths) * len(lengths)
+    return real / padded
+
+
+def make_batch(durations, indices, device, seed):
+    lengths = [int(durations[i] * SAMPLE_RATE) for i in indices]
+    generator = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for row, length in enumerate(lengths):
+        wavs[row, :length] = 0.1 * torch.randn(length, generator=generator)
+    relative = torch.tensor(lengths, dtype=torch.float) / max(lengths)
+    return wavs.to(device), relative.to(device), sum(lengths) / SAMPLE_RATE
+
+
+class Timer:
+    def __init__(self, device, precision):
+        self.device = torch.device(device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.autocast = dtype
+        self.scaler = torch.amp.GradScaler(
+            enabled=precision == "fp16" and self.device.type == "cuda"
+        )
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def context(self):
+        if self.autocast is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def train_step(self, model, optimizer, batch):
+        wavs, lens, _ = batch
+        targets = torch.zeros(len(wavs), dtype=torch.long, device=wavs.device)
+        self.sync()
+        start = time.perf_counter()
+        with self.context():
+            loss = torch.nn.functional.nll_loss(model(wavs, lens), targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        self.sync()
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def infer(self, model, batch):
+        wavs, lens, _ = batch
+        self.sync()
+        start = time.perf_counter()
+        with self.context():
+            model(wavs, lens)
+        self.sync()
+        return time.perf_counter() - start
+
+
+def peak_memory_mb(device):
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    # CPU: the process's peak resident size so far (an upper bound).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=4, help="timed batches per figure"
+    )
+    parser.add_argument(
+        "--max-batch-length",
+        type=float,
+        default=None,
+        help="seconds of audio per batch (default: 60 base, 20 tiny)",
+    )
+    parser.add_argument("--utterances", type=int, default=2000)
+    args = parser.parse_args(argv)
+    device = args.device
+    max_len = args.max_batch_length or (60.0 if args.size == "base" else 20.0)
+    durations = iemocap_like_durations(args.utterances)
+    timer = Timer(device, args.precision)
+    rows = []
+
+    def report(figure, value, target=None, better="higher"):
+        verdict = ""
+        if target is not None:
+            ok = value >= target if better == "higher" else value <= target
+            verdict = (
+                f"target {'>=' if better == 'higher' else '<='} {target}: "
+            )
+            verdict += "met" if ok else "MISSED"
+        rows.append((figure, value, verdict))
+        print(f"  {figure:58s} {value:10.3f}  {verdict}", flush=True)
+
+    print(
+        f"sercaf-toolkit benchmark: size={args.size} device={device} "
+        f"precision={args.precision} torch={torch.__version__} "
+        f"threads={torch.get_num_threads()}"
+    )
+    print(
+        f"synthetic IEMOCAP-like durations: n={len(durations)}, mean "
+        f"{durations.mean():.2f} s, median {np.median(durations):.2f} s, "
+        f"max {durations.max():.1f} s"
+    )
+
+    # 3. Padding: pure bookkeeping over the whole synthetic set.
+    dynamic = duration_batches(durations, max_len)
+    mean_size = statistics.fmean(len(b) for b in dynamic)
+    fixed = fixed_batches(len(durations), max(1, round(mean_size)))
+    print("\n3. non-padding fraction of batch samples")
+    report(
+        "batching by duration",
+        non_padding_fraction(durations, dynamic),
+        TARGETS["non_padding"],
+    )
+    report(
+        f"fixed batch size {max(1, round(mean_size))}, random order",
+        non_padding_fraction(durations, fixed),
+    )
+
+    models = {k: m.to(device) for k, m in build_models(args.size).items()}
+    timed = dynamic[: args.steps + 1]  # the first one warms up
+    batches = [make_batch(durations, b, device, i) for i, b in enumerate(timed)]
+
+    # 1. Overhead of the second stream and the fusion, same batches.
+    print(
+        "\n1. training-step time / SSL-only training-step time (same batches)"
+    )
+    optimizers = {
+        name: torch.optim.Adam(
+            [p for p in model.train().parameters() if p.requires_grad], lr=1e-5
+        )
+        for name, model in models.items()
+    }
+    times = {name: [] for name in models}
+    names = list(models)
+    for index, batch in enumerate(batches):
+        # Interleaved, rotating order: drifts in machine speed (and the
+        # first-call warm-up, discarded) hit every model alike.
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            elapsed = timer.train_step(models[name], optimizers[name], batch)
+            if index > 0:
+                times[name].append(elapsed)
+    step_times = {name: statistics.fmean(t) for name, t in times.items()}
+    print(f"  (SSL-only step: {step_times['ssl_only'] * 1000:.1f} ms)")
+    for name in models:
+        if name != "ssl_only":
+            report(
+                f"{name}",
+                step_times[name] / step_times["ssl_only"],
+                TARGETS["overhead"] if name == "caf" else None,
+                better="lower",
+            )
+
+    # 2. Throughput: batching by duration vs one utterance per step.
+    print("\n2. training throughput, audio seconds per second (CAF model)")
+    model = models["caf"].train()
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-5
+    )
+    utterances = [i for b in timed[1:] for i in b]
+    batched_time = sum(
+        timer.train_step(model, optimizer, b) for b in batches[1:]
+    )
+    audio = sum(b[2] for b in batches[1:])
+    singles = [make_batch(durations, [i], device, i) for i in utterances]
+    timer.train_step(model, optimizer, singles[0])  # warm-up
+    single_time = sum(timer.train_step(model, optimizer, b) for b in singles)
+    report("batching by duration", audio / batched_time)
+    report("one utterance per step (the published loop)", audio / single_time)
+    target = (
+        TARGETS["throughput_gpu"]
+        if torch.device(device).type == "cuda"
+        else None
+    )
+    report("ratio", single_time / batched_time, target)
+
+    # 4. Inference real-time factor.
+    print("\n4. inference real-time factor (CAF model; lower is faster)")
+    model.eval()
+    infer_batched = sum(timer.infer(model, b) for b in batches[1:])
+    infer_single = sum(timer.infer(model, b) for b in singles)
+    report("batched", infer_batched / audio)
+    report("one file at a time", infer_single / audio)
+
+    # 5. Peak memory of a training step.
+    print("\n5. peak memory of a training step")
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    longest = max(batches, key=lambda b: b[0].numel())
+    timer.train_step(model.train(), optimizer, longest)
+    unit = (
+        "MiB allocated"
+        if torch.device(device).type == "cuda"
+        else "MiB peak RSS"
+    )
+    report(
+        f"CAF model, largest timed batch ({longest[2]:.0f} s of audio), {unit}",
+        peak_memory_mb(device),
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
