@@ -21,6 +21,7 @@ from speechbrain.utils.distributed import if_main_process, main_process_only
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.ssl import SSLStream
 from sercaf_toolkit.metrics import EmotionMetrics
+from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
 
 
 @register_checkpoint_hooks
@@ -211,6 +212,8 @@ class SERBrain(sb.Brain):
                     train_stats=self.train_stats,
                     valid_stats=stats,
                 )
+            if if_main_process():
+                self._record_history(epoch, stats)
             self.checkpointer.save_and_keep_only(
                 meta=stats, max_keys=[self.selection_key]
             )
@@ -285,6 +288,21 @@ class SERBrain(sb.Brain):
 
     # Outputs --------------------------------------------------------------
 
+    def _record_history(self, epoch, valid_stats):
+        """Keeps per-epoch train/valid stats in ``history.json``."""
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None:
+            return
+        path = os.path.join(folder, "history.json")
+        history = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as source:
+                history = json.load(source)
+        history[str(epoch)] = {"train": self.train_stats, "valid": valid_stats}
+        with open(path + ".tmp", "w", encoding="utf-8") as out:
+            json.dump(history, out, indent=2)
+        os.replace(path + ".tmp", path)
+
     def _write_test_outputs(self, summary):
         folder = self.hparams.output_folder
         metrics = {
@@ -301,6 +319,17 @@ class SERBrain(sb.Brain):
         }
         with open(os.path.join(folder, "test_metrics.json"), "w") as out:
             json.dump(metrics, out, indent=2)
+        plot_confusion_matrix(
+            summary["confusion_matrix"],
+            self.label_names,
+            os.path.join(folder, "confusion_matrix.png"),
+            title=f"test, UA {summary['UA']:.3f}",
+        )
+        history = os.path.join(folder, "history.json")
+        if os.path.exists(history):
+            plot_training_curves(
+                history, os.path.join(folder, "training_curves.png")
+            )
         with open(
             os.path.join(folder, "predictions.csv"), "w", newline=""
         ) as out:

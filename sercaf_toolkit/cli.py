@@ -5,6 +5,8 @@
     sercaf predict MODEL_DIR INPUT [INPUT ...] [--out FILE.csv|.json]
               [--batch-size N] [--device cpu|cuda] [--window S --hop S]
               [--long-threshold S] [--plot FILE.png]
+    sercaf attention MODEL_DIR AUDIO [--out attention.png] [--json FILE]
+    sercaf table CV_SUMMARY [CV_SUMMARY ...] [--out results.md]
 
 Authors
  * sercaf-toolkit developers 2026
@@ -82,11 +84,8 @@ def _predict_parser(subparsers):
 
 
 def _predict(args):
-    from sercaf_toolkit.inference import (
-        EmotionPredictor,
-        plot_timelines,
-        write_records,
-    )
+    from sercaf_toolkit.inference import EmotionPredictor, write_records
+    from sercaf_toolkit.plots import plot_timelines
 
     predictor = EmotionPredictor(
         args.model_dir,
@@ -116,6 +115,73 @@ def _predict(args):
     return 1 if report["failures"] else 0
 
 
+def _attention_parser(subparsers):
+    parser = subparsers.add_parser(
+        "attention",
+        help="plot a CAF model's cross-attention maps for one recording",
+        description=(
+            "Shows which frames of each stream every frame of the other "
+            "stream attends to (for models with CrossAttentionFusion)."
+        ),
+    )
+    parser.add_argument(
+        "model_dir", help="model folder (e.g. a recipe's inference/)"
+    )
+    parser.add_argument("audio", help="one audio file")
+    parser.add_argument("--out", default="attention.png", help="PNG to write")
+    parser.add_argument("--json", help="also write the maps as JSON")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def _attention(args):
+    import json
+
+    from sercaf_toolkit.inference import EmotionPredictor
+    from sercaf_toolkit.plots import plot_attention_maps
+
+    predictor = EmotionPredictor(args.model_dir, device=args.device)
+    result = predictor.attention(args.audio)
+    plot_attention_maps(
+        result["maps"],
+        result["frame_seconds"],
+        result["streams"],
+        args.out,
+        title=f"{args.audio}: {result['label']}",
+    )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(
+                {**result, "maps": [m.tolist() for m in result["maps"]]}, out
+            )
+    print(
+        f"[sercaf attention] {args.audio}: {result['label']}; wrote {args.out}"
+    )
+    return 0
+
+
+def _table_parser(subparsers):
+    parser = subparsers.add_parser(
+        "table",
+        help="merge several cv_summary.json files into one results table",
+    )
+    parser.add_argument("summaries", nargs="+", help="cv_summary.json files")
+    parser.add_argument("--out", help="Markdown file (default: stdout)")
+    return parser
+
+
+def _table(args):
+    from sercaf_toolkit.cv import merge_summaries, results_table
+
+    table = results_table(merge_summaries(args.summaries))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(table)
+    else:
+        print(table)
+    return 0
+
+
 def main(argv=None):
     """Entry point of the ``sercaf`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -129,7 +195,13 @@ def main(argv=None):
     subparsers = parser.add_subparsers(dest="command", required=True)
     _cv_parser(subparsers)
     _predict_parser(subparsers)
+    _attention_parser(subparsers)
+    _table_parser(subparsers)
     args = parser.parse_args(argv)
+    if args.command == "table":
+        return _table(args)
+    if args.command == "attention":
+        return _attention(args)
     if args.command == "predict":
         return _predict(args)
     if args.command == "cv":

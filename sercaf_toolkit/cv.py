@@ -32,6 +32,7 @@ import speechbrain as sb
 from hyperpyyaml import resolve_references
 
 from sercaf_toolkit.metrics import EmotionMetrics
+from sercaf_toolkit.plots import plot_confusion_matrix
 from sercaf_toolkit.recipe import resolve_hparams_path
 
 METRICS = ("WA", "UA", "F1")
@@ -301,6 +302,23 @@ class CrossValidation:
         return result
 
 
+def merge_summaries(paths):
+    """One summary from several ``cv_summary.json`` files.
+
+    Experiments are named ``<folder of the summary>/<experiment>``, so that
+    runs of the same hparams file with other SSL models or encoders (each
+    in its own ``--output-root``) stay apart.
+    """
+    experiments = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as source:
+            summary = json.load(source)
+        root = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        for stem, result in summary["experiments"].items():
+            experiments[f"{root}/{stem}"] = result
+    return {"experiments": experiments}
+
+
 def results_table(summary):
     """The paper-style Markdown table of a cross-validation summary."""
     lines = [
@@ -337,42 +355,6 @@ def results_table(summary):
             + f" | {n_done}/{n_all} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def plot_confusion_matrix(confusion, labels, path, title=""):
-    """Writes a confusion matrix normalised by true class as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    counts = np.asarray(confusion, dtype=float)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = 1.2 + 0.7 * len(labels)
-    figure, axis = plt.subplots(figsize=(size + 1.5, size))
-    image = axis.imshow(rates, vmin=0, vmax=1, cmap="Blues")
-    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axis.set_yticks(range(len(labels)), labels)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            axis.text(
-                j,
-                i,
-                f"{rates[i, j]:.2f}",
-                ha="center",
-                va="center",
-                color="white" if rates[i, j] > 0.5 else "black",
-                fontsize=8,
-            )
-    figure.colorbar(image, ax=axis, label="fraction of true class")
-    axis.set_title(title)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def _visible_gpus():

@@ -210,6 +210,54 @@ class EmotionPredictor:
         record["error"] = error
         return record
 
+    # Attention ------------------------------------------------------------
+
+    @torch.no_grad()
+    def attention(self, path):
+        """Cross-attention maps of one recording (models with CAF).
+
+        Arguments
+        ---------
+        path : str
+            An audio file.
+
+        Returns
+        -------
+        dict
+            ``maps``: per stream, ``[T_i, sum of the other streams' T]``
+            head-averaged weights (each row sums to one); ``streams``: the
+            streams' names; ``frame_seconds``: each stream's frame shift;
+            ``label``: the predicted label.
+        """
+        from sercaf_toolkit.lobes.fusion import CrossAttentionFusion
+        from sercaf_toolkit.recipe import describe_model
+
+        model = self.classifier.mods.embedding_model
+        fusions = [
+            m for m in model.modules() if isinstance(m, CrossAttentionFusion)
+        ]
+        if not fusions:
+            raise ValueError(
+                "the model has no CrossAttentionFusion block: "
+                "no attention to show"
+            )
+        fusion = fusions[0]
+        wav = read_audio(path, SAMPLE_RATE).to(self.classifier.device)
+        fusion.keep_attention = True
+        try:
+            log_probs = model.log_probabilities(wav.unsqueeze(0))
+            maps = [m[0].float().cpu().numpy() for m in fusion.attention_maps]
+        finally:
+            fusion.keep_attention = False
+            fusion.attention_maps = None
+        duration = len(wav) / SAMPLE_RATE
+        return {
+            "maps": maps,
+            "streams": describe_model(model)["streams"],
+            "frame_seconds": [duration / m.shape[0] for m in maps],
+            "label": self.labels[int(log_probs.argmax())],
+        }
+
     # Files and timelines ---------------------------------------------------
 
     def timeline(self, wav, path="", merge=True):
@@ -356,32 +404,3 @@ def write_records(records, path=None):
     finally:
         if path is not None:
             out.close()
-
-
-def plot_timelines(windows_by_path, labels, path):
-    """Plots class probabilities over time, one panel per recording."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    items = list(windows_by_path.items())
-    if not items:
-        raise ValueError("no recording long enough for a timeline to plot")
-    figure, axes = plt.subplots(
-        len(items), 1, figsize=(10, 2.6 * len(items)), squeeze=False
-    )
-    for axis, (name, windows) in zip(axes[:, 0], items):
-        centres = [(w["start"] + w["end"]) / 2 for w in windows]
-        for label in labels:
-            axis.plot(
-                centres, [w[f"prob_{label}"] for w in windows], label=label
-            )
-        axis.set_ylim(0, 1)
-        axis.set_ylabel("probability")
-        axis.set_title(os.path.basename(name), fontsize=9)
-    axes[-1, 0].set_xlabel("time (s, window centre)")
-    axes[0, 0].legend(loc="upper right", ncol=min(len(labels), 4), fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)

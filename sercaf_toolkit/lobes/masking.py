@@ -243,10 +243,9 @@ class GlobalNormalization(torch.nn.Module):
 
     def forward(self, features, mask):
         """Normalises ``[B, T, C]`` features; padding stays zero."""
-        still_updating = (
+        if self.training and (
             self.max_updates is None or self.updates.item() < self.max_updates
-        )
-        if self.training and still_updating:
+        ):
             self._update(features, mask)
         std = self.running_var.clamp(min=self.eps**2).sqrt()
         normalised = (features - self.running_mean) / std
