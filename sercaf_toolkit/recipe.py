@@ -67,12 +67,43 @@ def describe_model(model):
     return {"streams": names, "fusion": type(model.fusion).__name__}
 
 
-def write_run_info(hparams, path):
-    """Writes what identifies this run: system, fold, protocol, source."""
+def run_identity(hparams):
+    """What makes two runs the same experiment: model, SSL source, fold."""
     info = describe_model(hparams["model"])
     source = hparams.get("ssl_source")
     info["ssl_source"] = source if isinstance(source, str) else None
     info["fold"] = hparams.get("fold")
+    return info
+
+
+def check_same_run(hparams, path):
+    """Refuses to resume a different experiment's run in the same folder.
+
+    Resuming loads the folder's checkpoints: with another SSL model,
+    encoder, fusion block or fold they would not fit, or worse, would fit.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as source:
+        earlier = json.load(source)
+    now = run_identity(hparams)
+    different = {
+        k: (earlier.get(k), v) for k, v in now.items() if earlier.get(k) != v
+    }
+    if different:
+        details = "; ".join(
+            f"{k}: {a} then {b}" for k, (a, b) in different.items()
+        )
+        raise ValueError(
+            f"{hparams['output_folder']} holds a run of another experiment "
+            f"({details}); give this one its own --output_folder "
+            "(or --experiment)"
+        )
+
+
+def write_run_info(hparams, path):
+    """Writes what identifies this run: system, fold, protocol, source."""
+    info = run_identity(hparams)
     split_info = os.path.join(hparams["output_folder"], "split_info.json")
     if os.path.exists(split_info):
         with open(split_info, encoding="utf-8") as source_file:
@@ -130,7 +161,11 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    info_file = os.path.join(hparams["output_folder"], "run_info.json")
+    check_same_run(hparams, info_file)
     run_on_main(hparams["prepare"])
+    if if_main_process():
+        write_run_info(hparams, info_file)
 
     label_encoder = hparams["label_encoder"]
     datasets = build_datasets(hparams, label_encoder)
@@ -168,7 +203,6 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     metrics_path = os.path.join(output_folder, "test_metrics.json")
     inference_folder = os.path.join(output_folder, "inference")
     if if_main_process():
-        write_run_info(hparams, os.path.join(output_folder, "run_info.json"))
         export_model(
             hparams_file,
             overrides,

@@ -196,3 +196,33 @@ def test_expand_inputs_keeps_named_files(tmp_path):
     assert expand_inputs([str(tmp_path / "missing.wav")]) == [
         str(tmp_path / "missing.wav")
     ]
+
+
+def test_attention_maps_rows_sum_to_one_and_cli_plots(
+    model_dir, predictor, tmp_path
+):
+    path = write(
+        tmp_path / "a.wav", synthesize_utterance("spk4_m", "happy", 0), 16000
+    )
+    result = predictor.attention(path)
+    ssl_to_mel, mel_to_ssl = result["maps"]
+    assert ssl_to_mel.shape[1] == mel_to_ssl.shape[0]  # each other's frames
+    assert mel_to_ssl.shape[1] == ssl_to_mel.shape[0]
+    for weights in result["maps"]:
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    assert result["streams"] == ["wav2vec2", "DPCNN"]
+    assert result["frame_seconds"][0] == pytest.approx(0.02, abs=0.002)
+    png, maps_json = tmp_path / "attention.png", tmp_path / "maps.json"
+    code = cli.main(
+        [
+            "attention",
+            model_dir,
+            path,
+            "--out",
+            str(png),
+            "--json",
+            str(maps_json),
+        ]
+    )
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads(maps_json.read_text())["maps"]) == 2

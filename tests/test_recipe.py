@@ -86,6 +86,11 @@ def test_outputs_follow_the_recipe_contract(trained):
     correct = sum(p["true_label"] == p["predicted_label"] for p in predictions)
     assert correct / len(predictions) == pytest.approx(trained.metrics["WA"])
     assert (output / "train_log.txt").read_text().count("valid UA") == 6
+    history = json.loads((output / "history.json").read_text())
+    assert sorted(history, key=int) == [str(e) for e in range(1, 7)]
+    assert set(history["1"]) == {"train", "valid"}
+    for picture in ("training_curves.png", "confusion_matrix.png"):
+        assert (output / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(output / "inference")) == [
         "embedding_model.ckpt",
         "hyperparams.yaml",
@@ -170,3 +175,21 @@ def test_hparams_path_resolves_in_cwd_then_script_folder(tmp_path, monkeypatch):
     )
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         resolve_hparams_path("nope.yaml", str(DEMO))
+
+
+def test_refuses_to_resume_another_experiment(
+    demo_data, tmp_path, tiny_ssl_source
+):
+    output = tmp_path / "run"
+    run_recipe(demo_argv(demo_data, output, "--number_of_epochs=1"))
+    with pytest.raises(
+        ValueError, match="holds a run of another experiment.*ssl_source"
+    ):
+        run_recipe(
+            demo_argv(
+                demo_data,
+                output,
+                "--number_of_epochs=2",
+                f"--ssl_source={tiny_ssl_source('hubert')}",
+            )
+        )
