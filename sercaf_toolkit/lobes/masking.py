@@ -65,6 +65,40 @@ def lengths_to_mask(lengths, max_length=None):
     return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def mask_waveforms(wavs, wav_lens=None):
+    """Zeroes the padding of a waveform batch; returns lengths and mask too.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, samples]`` waveforms, padded at the end.
+    wav_lens : torch.Tensor, optional
+        ``[batch]`` relative lengths (``None``: all full length).
+
+    Returns
+    -------
+    wavs : torch.Tensor
+        The waveforms with zeros after each one's end.
+    lengths : torch.Tensor
+        ``[batch]`` lengths in samples.
+    mask : torch.Tensor
+        ``[batch, samples]`` bool, ``True`` on valid samples.
+
+    Example
+    -------
+    >>> relative = torch.tensor([1.0, 0.5])
+    >>> wavs, lengths, mask = mask_waveforms(torch.ones(2, 4), relative)
+    >>> wavs.tolist(), lengths.tolist()
+    ([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]], [4, 2])
+    """
+    batch, samples = wavs.shape
+    if wav_lens is None:
+        wav_lens = torch.ones(batch, device=wavs.device)
+    lengths = relative_to_absolute(wav_lens, samples).to(wavs.device)
+    mask = lengths_to_mask(lengths, samples)
+    return wavs * mask, lengths, mask
+
+
 def masked_mean(features, mask):
     """Mean over the valid frames of each utterance.
 
@@ -118,11 +152,9 @@ def masked_statistics(features, mask, eps=1e-5):
     >>> mean, std.round(decimals=3)
     (tensor([[2.]]), tensor([[1.]]))
     """
-    weights = mask.unsqueeze(-1).to(features.dtype)
-    count = weights.sum(dim=1).clamp(min=1.0)
-    mean = (features * weights).sum(dim=1) / count
-    centred = (features - mean.unsqueeze(1)) * weights
-    variance = centred.pow(2).sum(dim=1) / count
+    mean = masked_mean(features, mask)
+    centred = features - mean.unsqueeze(1)
+    variance = masked_mean(centred.pow(2), mask)
     return mean, variance.clamp(min=eps).sqrt()
 
 

@@ -7,7 +7,7 @@ Authors
 import torch
 import torchaudio
 
-from sercaf_toolkit.lobes.masking import lengths_to_mask, relative_to_absolute
+from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
 
 
 class LogMel(torch.nn.Module):
@@ -87,13 +87,9 @@ class LogMel(torch.nn.Module):
         mask : torch.Tensor
             ``[batch, frames]`` bool valid-frame mask.
         """
-        batch, samples = wavs.shape
-        if wav_lens is None:
-            wav_lens = torch.ones(batch, device=wavs.device)
-        lengths = relative_to_absolute(wav_lens, samples).to(wavs.device)
         # Zeroing the padding makes the frames that straddle the end of an
         # utterance see the same zeros as an unpadded run's centre padding.
-        wavs = wavs * lengths_to_mask(lengths, samples)
+        wavs, lengths, _ = mask_waveforms(wavs, wav_lens)
         with torch.autocast(wavs.device.type, enabled=False):
             power = self.mel(wavs.float()).transpose(1, 2)  # [B, T, F]
         decibels = 10.0 * torch.log10(power.clamp(min=self.amin))

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch
 import transformers
 
-from sercaf_toolkit.lobes.masking import lengths_to_mask, relative_to_absolute
+from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
 
 
 class LengthAwareGroupNorm(torch.nn.GroupNorm):
@@ -226,12 +226,7 @@ class SSLStream(torch.nn.Module):
         mask : torch.Tensor
             ``[batch, frames]`` bool, ``True`` on valid frames.
         """
-        batch, samples = wavs.shape
-        if wav_lens is None:
-            wav_lens = torch.ones(batch, device=wavs.device)
-        lengths = relative_to_absolute(wav_lens, samples).to(wavs.device)
-        sample_mask = lengths_to_mask(lengths, samples)
-        wavs = wavs * sample_mask
+        wavs, lengths, sample_mask = mask_waveforms(wavs, wav_lens)
         if self.normalize_wav:
             wavs = self._standardise(wavs, sample_mask)
         frame_lengths = self.model._get_feat_extract_output_lengths(lengths)
