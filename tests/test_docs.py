@@ -114,9 +114,13 @@ def runnable(script, workspace):
             continue
         line = line.replace("/data/", f"{workspace}/data/")
         line = re.sub(r"\b(facebook|microsoft)/", f"{workspace}/hub/\\1/", line)
-        quick = QUICK
-        if "--ssl_source" not in line:
-            quick += f" --ssl_source={workspace}/hub/facebook/wav2vec2-base"
+        options = QUICK.split() + [
+            f"--ssl_source={workspace}/hub/facebook/wav2vec2-base"
+        ]
+        # Options the example gives itself are kept as written.
+        quick = " ".join(
+            o for o in options if o.split("=")[0] + "=" not in line
+        )
         if line.startswith("sercaf cv") and " -- " in line:
             line = line.replace(" -- ", f" --folds=1 -- {quick} ", 1)
         elif CORPUS_RECIPE.search(line):
