@@ -49,6 +49,7 @@ from sercaf_toolkit.lobes import (
     SumFusion,
 )
 from sercaf_toolkit.lobes.masking import masked_mean
+from sercaf_toolkit.lobes.model import LogProbabilities
 
 SAMPLE_RATE = 16000
 N_CLASSES = 4
@@ -115,17 +116,8 @@ def build_models(size):
         dual = DualStreamModel(
             [ssl, scratch], fusion, partial(EmotionHead, n_classes=N_CLASSES)
         )
-        models[name] = _LogProbs(dual)
+        models[name] = LogProbabilities(dual)
     return models
-
-
-class _LogProbs(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, wavs, wav_lens):
-        return self.model.log_probabilities(wavs, wav_lens)
 
 
 def duration_batches(durations, max_batch_length, shuffle=True, seed=0):

@@ -150,27 +150,23 @@ class CrossValidation:
             + (f" on GPUs {self.gpus}" if len(self.gpus) > 1 else ""),
             flush=True,
         )
-        failures = []
-        if len(self.gpus) > 1:
-            free = queue.Queue()
-            for gpu in self.gpus:
-                free.put(gpu)
+        # One worker per GPU when several are visible, else a single worker
+        # that leaves the device choice to the recipe.
+        devices = queue.Queue()
+        for gpu in self.gpus if len(self.gpus) > 1 else [None]:
+            devices.put(gpu)
 
-            def on_free_gpu(job):
-                gpu = free.get()
-                try:
-                    return self._run_fold(job, len(todo), gpu)
-                finally:
-                    free.put(gpu)
+        def on_free_device(numbered_job):
+            position, job = numbered_job
+            gpu = devices.get()
+            try:
+                return self._run_fold(job, position, len(todo), gpu)
+            finally:
+                devices.put(gpu)
 
-            with concurrent.futures.ThreadPoolExecutor(len(self.gpus)) as pool:
-                for job, ok in zip(todo, pool.map(on_free_gpu, todo)):
-                    if not ok:
-                        failures.append(job)
-        else:
-            for job in todo:
-                if not self._run_fold(job, len(todo)):
-                    failures.append(job)
+        with concurrent.futures.ThreadPoolExecutor(devices.qsize()) as pool:
+            results = pool.map(on_free_device, enumerate(todo, start=1))
+            failures = [job for job, ok in zip(todo, results) if not ok]
         summary = self.summarize()
         if failures:
             names = ", ".join(f"{s} fold {f}" for s, f in failures)
@@ -178,7 +174,7 @@ class CrossValidation:
         summary["failed"] = [list(job) for job in failures]
         return summary
 
-    def _run_fold(self, job, total, gpu=None):
+    def _run_fold(self, job, position, total, gpu=None):
         stem, fold = job
         folder = self.fold_dir(stem, fold)
         os.makedirs(folder, exist_ok=True)
@@ -193,11 +189,9 @@ class CrossValidation:
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        self._started = getattr(self, "_started", 0) + 1
-        left = total - self._started
         print(
-            f"[sercaf cv] {stem} fold {fold}: running ({self._started}/{total},"
-            f" {left} left after it; log: {folder}/cv_log.txt)",
+            f"[sercaf cv] {stem} fold {fold}: running ({position}/{total},"
+            f" {total - position} left after it; log: {folder}/cv_log.txt)",
             flush=True,
         )
         start = time.time()
