@@ -5,62 +5,17 @@ Authors
 """
 
 import contextlib
-import csv
 import json
 import os
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.checkpoints import (
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
-)
-from speechbrain.utils.distributed import if_main_process, main_process_only
+from speechbrain.utils.distributed import if_main_process
 
+from sercaf_toolkit.checkpoints import RandomState
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.ssl import SSLStream
 from sercaf_toolkit.metrics import EmotionMetrics
-from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
-
-
-@register_checkpoint_hooks
-class RandomState:
-    """Saves and restores torch's global random state with a checkpoint.
-
-    The data order is already reproducible (SpeechBrain's samplers seed each
-    epoch), but dropout and augmentation draw from the global generator; a
-    resumed run restores it so that it continues exactly like a run that
-    was never interrupted.
-
-    Example
-    -------
-    >>> import tempfile, pathlib
-    >>> state = RandomState()
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rng.ckpt"
-    >>> state.save(path)
-    >>> first = torch.rand(3)
-    >>> state.load(path)
-    >>> torch.equal(torch.rand(3), first)
-    True
-    """
-
-    @mark_as_saver
-    @main_process_only
-    def save(self, path):
-        """Writes the CPU (and CUDA, if any) generator states to ``path``."""
-        state = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(state, path)
-
-    @mark_as_loader
-    def load(self, path, end_of_epoch=True):
-        """Restores the generator states written by :meth:`save`."""
-        state = torch.load(path, weights_only=True)
-        torch.set_rng_state(state["cpu"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class SERBrain(sb.Brain):
@@ -78,8 +33,11 @@ class SERBrain(sb.Brain):
       many optimizer steps), ``class_weights`` (a tensor for the loss, or
       ``"balanced"``), ``selection_key`` (validation metric that picks the
       best checkpoint, default ``"UA"``), ``train_logger``,
-      ``output_folder`` (where the test stage writes
-      ``test_metrics.json`` and ``predictions.csv``).
+      ``output_folder`` (where ``history.json`` keeps per-epoch figures).
+
+    After :meth:`evaluate`, ``test_summary`` holds the test metrics,
+    ``test_rows`` the ``(id, target index, probabilities)`` of every test
+    utterance and ``test_selected_epoch`` the epoch of the checkpoint used.
 
     Batches carry ``id``, ``sig`` (padded waveforms and relative lengths)
     and ``label_encoded``.
@@ -192,7 +150,7 @@ class SERBrain(sb.Brain):
         self.test_rows = []
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs WA/UA/F1 and loss, anneals, checkpoints, writes test files."""
+        """Logs WA/UA/F1 and loss, anneals, checkpoints, keeps test results."""
         summary = self.metrics.summarize()
         stats = {
             "loss": stage_loss,
@@ -225,9 +183,9 @@ class SERBrain(sb.Brain):
                     },
                     test_stats=stats,
                 )
+            # The runner writes the test files and pictures from these.
             self.test_summary = summary
-            if if_main_process():
-                self._write_test_outputs(summary)
+            self.test_selected_epoch = self.hparams.epoch_counter.current
 
     def _anneal(self, valid_loss):
         """Steps the schedulers on the validation loss; returns the rates."""
@@ -302,49 +260,3 @@ class SERBrain(sb.Brain):
         with open(path + ".tmp", "w", encoding="utf-8") as out:
             json.dump(history, out, indent=2)
         os.replace(path + ".tmp", path)
-
-    def _write_test_outputs(self, summary):
-        folder = self.hparams.output_folder
-        metrics = {
-            "WA": summary["WA"],
-            "UA": summary["UA"],
-            "F1": summary["macro_F1"],
-            "weighted_F1": summary["weighted_F1"],
-            "per_class_recall": summary["per_class_recall"],
-            "per_class_F1": summary["per_class_F1"],
-            "support": summary["support"],
-            "labels": self.label_names,
-            "confusion_matrix": summary["confusion_matrix"],
-            "selected_on": f"valid {self.selection_key}",
-        }
-        with open(os.path.join(folder, "test_metrics.json"), "w") as out:
-            json.dump(metrics, out, indent=2)
-        plot_confusion_matrix(
-            summary["confusion_matrix"],
-            self.label_names,
-            os.path.join(folder, "confusion_matrix.png"),
-            title=f"test, UA {summary['UA']:.3f}",
-        )
-        history = os.path.join(folder, "history.json")
-        if os.path.exists(history):
-            plot_training_curves(
-                history, os.path.join(folder, "training_curves.png")
-            )
-        with open(
-            os.path.join(folder, "predictions.csv"), "w", newline=""
-        ) as out:
-            writer = csv.writer(out)
-            writer.writerow(
-                ["id", "true_label", "predicted_label"]
-                + [f"prob_{label}" for label in self.label_names]
-            )
-            for utt_id, target, probs in sorted(self.test_rows):
-                predicted = max(range(len(probs)), key=probs.__getitem__)
-                writer.writerow(
-                    [
-                        utt_id,
-                        self.label_names[target],
-                        self.label_names[predicted],
-                    ]
-                    + [f"{p:.6f}" for p in probs]
-                )

@@ -9,8 +9,20 @@ import os
 import pathlib
 import shutil
 
-from speechbrain.utils.checkpoints import CKPT_PREFIX, Checkpoint, Checkpointer
-from speechbrain.utils.distributed import ddp_barrier, if_main_process
+import torch
+from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    Checkpoint,
+    Checkpointer,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import (
+    ddp_barrier,
+    if_main_process,
+    main_process_only,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +95,42 @@ class AtomicCheckpointer(Checkpointer):
             for key, path in checkpoint.paramfiles.items()
         }
         return Checkpoint(final, checkpoint.meta, paramfiles)
+
+
+@register_checkpoint_hooks
+class RandomState:
+    """Saves and restores torch's global random state with a checkpoint.
+
+    The data order is already reproducible (SpeechBrain's samplers seed each
+    epoch), but dropout and augmentation draw from the global generator; a
+    resumed run restores it so that it continues exactly like a run that
+    was never interrupted.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> state = RandomState()
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rng.ckpt"
+    >>> state.save(path)
+    >>> first = torch.rand(3)
+    >>> state.load(path)
+    >>> torch.equal(torch.rand(3), first)
+    True
+    """
+
+    @mark_as_saver
+    @main_process_only
+    def save(self, path):
+        """Writes the CPU (and CUDA, if any) generator states to ``path``."""
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restores the generator states written by :meth:`save`."""
+        state = torch.load(path, weights_only=True)
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

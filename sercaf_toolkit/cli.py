@@ -171,7 +171,7 @@ def _table_parser(subparsers):
 
 
 def _table(args):
-    from sercaf_toolkit.cv import merge_summaries, results_table
+    from sercaf_toolkit.results import merge_summaries, results_table
 
     table = results_table(merge_summaries(args.summaries))
     if args.out:

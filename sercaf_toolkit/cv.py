@@ -1,68 +1,83 @@
-"""Cross-validation over a recipe's folds, and paper-style result tables.
+"""Cross-validation: runs a recipe's folds, under one or several seeds.
 
 ``sercaf cv recipes/CASIA hparams/caf.yaml hparams/sum.yaml -- --data_folder=X``
 runs every fold of every hparams file (one after another, or one fold per
-GPU when several are visible), each in its own process and output folder,
-skips folds that already finished (so a killed run resumes where it
-stopped), and writes:
+GPU when several are visible), each in its own process and output folder.
+The fold count comes from the recipe's corpus and protocol. A fold that
+already finished is skipped only when its ``run_info.json`` shows the same
+hparams file and overrides (so a killed run resumes where it stopped);
+one that finished with other settings is refused with the setting named,
+or run again with ``rerun=True`` (``--rerun``). Then it writes, through
+:mod:`sercaf_toolkit.results`:
 
-- ``cv_summary.json``: per-fold WA/UA/F1, their mean and sample standard
-  deviation over folds, and pooled-prediction figures;
+- ``cv_summary.json``: per-fold (and per-seed) WA/UA/F1, mean and sample
+  standard deviation over folds and over seeds, pooled-prediction figures;
 - ``results.md``: one row per hparams file (SSL model, scratch encoder,
   fusion block), in the shape of the paper's tables;
-- ``<experiment>/confusion_matrix.png``: pooled over folds, normalised by
-  true class.
+- ``<experiment>/confusion_matrix.png``: pooled over folds and seeds,
+  normalised by true class.
 
 Authors
  * sercaf-toolkit developers 2026
 """
 
 import concurrent.futures
-import csv
 import json
 import os
 import queue
-import statistics
+import shutil
 import subprocess
 import sys
 import time
 
 import ruamel.yaml
 import speechbrain as sb
-from hyperpyyaml import resolve_references
 
-from sercaf_toolkit.metrics import EmotionMetrics
-from sercaf_toolkit.plots import plot_confusion_matrix
-from sercaf_toolkit.recipe import resolve_hparams_path
-
-METRICS = ("WA", "UA", "F1")
+from sercaf_toolkit.corpora import recipe_fold_count
+from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.hparams import resolve_hparams, resolve_hparams_path
+from sercaf_toolkit.results import results_table, summarize_runs
 
 
-def fold_count(hparams_file, overrides):
-    """The ``n_folds`` of a recipe YAML file (with overrides), unbuilt."""
-    with open(hparams_file, encoding="utf-8") as source:
-        resolved = resolve_references(source.read(), overrides).getvalue()
-    tree = ruamel.yaml.YAML().load(resolved)
-    if "n_folds" not in tree:
-        raise KeyError(f"{hparams_file} has no n_folds key; pass --folds")
-    return int(tree["n_folds"])
-
-
-def parse_folds(text, n_folds):
-    """``"1-3,5"`` -> ``[1, 2, 3, 5]``; ``None`` -> all folds.
+def parse_folds(text, n_folds=None):
+    """``"1-3,5"`` -> ``[1, 2, 3, 5]``; ``None`` -> all ``n_folds`` folds.
 
     Example
     -------
-    >>> parse_folds("1-3,5", 10), parse_folds(None, 4)
+    >>> parse_folds("1-3,5"), parse_folds(None, 4)
     ([1, 2, 3, 5], [1, 2, 3, 4])
     """
     if not text:
         return list(range(1, n_folds + 1))
     folds = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        folds.extend(range(int(first), int(last or first) + 1))
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            folds.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise UserError(
+            f"--folds {text!r} is not a fold list; write e.g. 1-3,5"
+        ) from None
     return sorted(set(folds))
+
+
+def parse_seeds(text):
+    """``"1986,1987"`` -> ``[1986, 1987]``; ``None`` -> ``[None]``.
+
+    Example
+    -------
+    >>> parse_seeds("1986, 1987"), parse_seeds(None)
+    ([1986, 1987], [None])
+    """
+    if not text:
+        return [None]
+    try:
+        return [int(seed) for seed in text.split(",") if seed.strip()]
+    except ValueError:
+        raise UserError(
+            f"--seeds {text!r} is not a list of integers; write e.g. "
+            "1986,1987,1988"
+        ) from None
 
 
 class CrossValidation:
@@ -75,15 +90,21 @@ class CrossValidation:
     hparams_files : list of str
         YAML files, looked for in the working directory, then the recipe.
     output_root : str, optional
-        Where each experiment's folds go (``<root>/<stem>/fold_<k>``);
-        default ``results/cv/<recipe folder name>``.
+        Where each experiment's folds go (``<root>/<stem>/fold_<k>``, or
+        ``<root>/<stem>/seed_<s>/fold_<k>`` with seeds); default
+        ``results/cv/<recipe folder name>``.
     folds : str, optional
-        Which folds, e.g. ``"1-3,5"`` (default: all ``n_folds``).
+        Which folds, e.g. ``"1-3,5"`` (default: all of the protocol's).
     overrides : list of str
         ``--key=value`` overrides passed to every fold.
     gpus : list of int, optional
         GPU indices to run folds on in parallel (one fold per GPU); default:
         every visible GPU when there are several, else one run at a time.
+    seeds : str, optional
+        Comma-separated seeds: every fold runs under each (``--seed``).
+    rerun : bool
+        Run again the folds that finished with other settings (their
+        folder is emptied first) instead of refusing.
     """
 
     def __init__(
@@ -94,6 +115,8 @@ class CrossValidation:
         folds=None,
         overrides=(),
         gpus=None,
+        seeds=None,
+        rerun=False,
     ):
         self.train_py = (
             recipe
@@ -101,52 +124,109 @@ class CrossValidation:
             else os.path.join(recipe, "train.py")
         )
         if not os.path.isfile(self.train_py):
-            raise FileNotFoundError(f"no recipe script at {self.train_py}")
+            raise UserError(
+                f"no recipe script at {self.train_py}; give a recipe folder "
+                "such as recipes/Demo"
+            )
         recipe_dir = os.path.dirname(os.path.abspath(self.train_py))
         self.overrides = list(overrides)
+        self.rerun = rerun
         self.hparams = {}
         for path in hparams_files:
-            path = resolve_hparams_path(path, recipe_dir)
+            path = os.path.abspath(resolve_hparams_path(path, recipe_dir))
             stem = os.path.splitext(os.path.basename(path))[0]
             if stem in self.hparams:
-                raise ValueError(f"two hparams files named {stem}.yaml")
+                raise UserError(f"two hparams files named {stem}.yaml")
             self.hparams[stem] = path
         self.output_root = output_root or os.path.join(
             "results", "cv", os.path.basename(recipe_dir)
         )
-        _, _, yaml_overrides = sb.parse_arguments(
-            [next(iter(self.hparams.values())), *self.overrides]
-        )
-        self.folds = {
-            stem: parse_folds(folds, fold_count(path, yaml_overrides))
-            for stem, path in self.hparams.items()
-        }
+        self.seeds = parse_seeds(seeds)
+        self.folds = {}
+        for stem, path in self.hparams.items():
+            _, _, yaml_overrides = sb.parse_arguments([path, *self.overrides])
+            n_folds = None
+            if not folds:  # the corpus knows its protocol's folds
+                n_folds = recipe_fold_count(
+                    resolve_hparams(path, yaml_overrides)
+                )
+            self.folds[stem] = parse_folds(folds, n_folds)
         if gpus is None:
             gpus = _visible_gpus()
         self.gpus = list(gpus)
 
-    def fold_dir(self, stem, fold):
-        """Output folder of one fold of one experiment."""
-        return os.path.join(self.output_root, stem, f"fold_{fold}")
+    def fold_dir(self, stem, fold, seed=None):
+        """Output folder of one fold (under one seed) of one experiment."""
+        parts = [self.output_root, stem]
+        if seed is not None:
+            parts.append(f"seed_{seed}")
+        return os.path.join(*parts, f"fold_{fold}")
 
     def jobs(self):
-        """(stem, fold) pairs, in order."""
-        return [(s, f) for s in self.hparams for f in self.folds[s]]
+        """(stem, seed, fold) triples, in order."""
+        return [
+            (stem, seed, fold)
+            for stem in self.hparams
+            for seed in self.seeds
+            for fold in self.folds[stem]
+        ]
+
+    def command(self, job):
+        """The ``train.py`` command line of one job."""
+        stem, seed, fold = job
+        return [
+            sys.executable,
+            self.train_py,
+            self.hparams[stem],
+            f"--fold={fold}",
+            f"--output_folder={self.fold_dir(stem, fold, seed)}",
+            *([f"--seed={seed}"] if seed is not None else []),
+            *self.overrides,
+        ]
+
+    def finished(self, job):
+        """Whether a job's run finished with the requested settings.
+
+        A run that finished with another hparams file or other overrides
+        is refused (a :class:`UserError` naming the setting), or, with
+        ``rerun``, its folder is emptied and it counts as unfinished.
+        """
+        folder = self.fold_dir(job[0], job[2], job[1])
+        if not os.path.exists(os.path.join(folder, "test_metrics.json")):
+            return False
+        info_file = os.path.join(folder, "run_info.json")
+        earlier = {}
+        if os.path.exists(info_file):
+            with open(info_file, encoding="utf-8") as source:
+                earlier = json.load(source)
+        command = self.command(job)
+        _, _, overrides = sb.parse_arguments(command[2:])
+        wanted = {
+            "hparams_file": command[2],
+            "overrides": ruamel.yaml.YAML(typ="safe").load(overrides or "")
+            or {},
+        }
+        difference = _first_difference(earlier, wanted)
+        if difference is None:
+            return True
+        if not self.rerun:
+            raise UserError(
+                f"{folder} finished with {difference}; pass --rerun to run "
+                "it again, or --output-root for a new folder"
+            )
+        print(f"[sercaf cv] {folder}: rerun ({difference})", flush=True)
+        shutil.rmtree(folder)
+        return False
 
     def run(self):
         """Runs the unfinished folds; returns the summary (and writes it)."""
         jobs = self.jobs()
-        todo = [
-            job
-            for job in jobs
-            if not os.path.exists(
-                os.path.join(self.fold_dir(*job), "test_metrics.json")
-            )
-        ]
+        todo = [job for job in jobs if not self.finished(job)]
         done = len(jobs) - len(todo)
+        seeds = f" x {len(self.seeds)} seeds" if self.seeds != [None] else ""
         print(
             f"[sercaf cv] {len(jobs)} runs ({len(self.hparams)} experiment(s)"
-            f" x folds); {done} already finished, {len(todo)} to run"
+            f" x folds{seeds}); {done} already finished, {len(todo)} to run"
             + (f" on GPUs {self.gpus}" if len(self.gpus) > 1 else ""),
             flush=True,
         )
@@ -169,40 +249,31 @@ class CrossValidation:
             failures = [job for job, ok in zip(todo, results) if not ok]
         summary = self.summarize()
         if failures:
-            names = ", ".join(f"{s} fold {f}" for s, f in failures)
+            names = ", ".join(_job_name(job) for job in failures)
             print(f"[sercaf cv] FAILED: {names}", flush=True)
         summary["failed"] = [list(job) for job in failures]
         return summary
 
     def _run_fold(self, job, position, total, gpu=None):
-        stem, fold = job
-        folder = self.fold_dir(stem, fold)
+        folder = self.fold_dir(job[0], job[2], job[1])
         os.makedirs(folder, exist_ok=True)
-        command = [
-            sys.executable,
-            self.train_py,
-            self.hparams[stem],
-            f"--fold={fold}",
-            f"--output_folder={folder}",
-            *self.overrides,
-        ]
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         print(
-            f"[sercaf cv] {stem} fold {fold}: running ({position}/{total},"
+            f"[sercaf cv] {_job_name(job)}: running ({position}/{total},"
             f" {total - position} left after it; log: {folder}/cv_log.txt)",
             flush=True,
         )
         start = time.time()
         with open(os.path.join(folder, "cv_log.txt"), "w") as log:
             code = subprocess.call(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env
+                self.command(job), stdout=log, stderr=subprocess.STDOUT, env=env
             )
         metrics_file = os.path.join(folder, "test_metrics.json")
         if code != 0 or not os.path.exists(metrics_file):
             print(
-                f"[sercaf cv] {stem} fold {fold}: FAILED (exit {code}); "
+                f"[sercaf cv] {_job_name(job)}: FAILED (exit {code}); "
                 f"see {folder}/cv_log.txt",
                 flush=True,
             )
@@ -210,8 +281,8 @@ class CrossValidation:
         with open(metrics_file, encoding="utf-8") as source:
             metrics = json.load(source)
         print(
-            f"[sercaf cv] {stem} fold {fold}: WA {metrics['WA']:.3f} "
-            f"UA {metrics['UA']:.3f} F1 {metrics['F1']:.3f} "
+            f"[sercaf cv] {_job_name(job)}: WA {100 * metrics['WA']:.1f} "
+            f"UA {100 * metrics['UA']:.1f} F1 {100 * metrics['F1']:.1f} "
             f"({time.time() - start:.0f} s)",
             flush=True,
         )
@@ -220,12 +291,29 @@ class CrossValidation:
     def summarize(self):
         """Writes ``cv_summary.json``, ``results.md`` and the pictures."""
         experiments = {}
-        for stem in self.hparams:
-            experiments[stem] = self._summarize_experiment(stem)
+        for stem, path in self.hparams.items():
+            runs = {
+                (seed, fold): self.fold_dir(stem, fold, seed)
+                for seed in self.seeds
+                for fold in self.folds[stem]
+            }
+            experiments[stem] = {
+                "hparams_file": path,
+                **summarize_runs(
+                    runs,
+                    os.path.join(
+                        self.output_root, stem, "confusion_matrix.png"
+                    ),
+                    title=f"{stem}: all folds pooled",
+                ),
+            }
         summary = {
-            "aggregation": "mean and sample standard deviation over folds; "
-            "pooled: metrics of all folds' test predictions together",
+            "aggregation": "mean and sample standard deviation over folds "
+            "(each fold averaged over seeds); over seeds: of the per-seed "
+            "means over folds; pooled: metrics of all test predictions "
+            "together",
             "output_root": self.output_root,
+            "seeds": self.seeds,
             "experiments": experiments,
         }
         os.makedirs(self.output_root, exist_ok=True)
@@ -237,118 +325,27 @@ class CrossValidation:
             out.write(results_table(summary))
         return summary
 
-    def _summarize_experiment(self, stem):
-        per_fold, labels, rows, info = {}, None, [], {}
-        for fold in self.folds[stem]:
-            folder = self.fold_dir(stem, fold)
-            metrics_file = os.path.join(folder, "test_metrics.json")
-            if not os.path.exists(metrics_file):
-                continue
-            with open(metrics_file, encoding="utf-8") as source:
-                metrics = json.load(source)
-            per_fold[fold] = {key: metrics[key] for key in METRICS}
-            labels = metrics["labels"]
-            with open(
-                os.path.join(folder, "predictions.csv"), newline=""
-            ) as source:
-                rows.extend(csv.DictReader(source))
-            info_file = os.path.join(folder, "run_info.json")
-            if not info and os.path.exists(info_file):
-                with open(info_file, encoding="utf-8") as source:
-                    info = json.load(source)
-        result = {
-            "hparams_file": self.hparams[stem],
-            "system": info,
-            "folds": per_fold,
-            "missing_folds": [f for f in self.folds[stem] if f not in per_fold],
-        }
-        if not per_fold:
-            return result
-        values = {key: [m[key] for m in per_fold.values()] for key in METRICS}
-        result["mean"] = {k: statistics.fmean(v) for k, v in values.items()}
-        result["std"] = {
-            k: statistics.stdev(v) if len(v) > 1 else 0.0
-            for k, v in values.items()
-        }
-        pooled = EmotionMetrics(labels)
-        index = {label: i for i, label in enumerate(labels)}
-        pooled.append(
-            [row["id"] for row in rows],
-            [index[row["predicted_label"]] for row in rows],
-            [index[row["true_label"]] for row in rows],
+
+def _job_name(job):
+    stem, seed, fold = job
+    return f"{stem} fold {fold}" + (f" seed {seed}" if seed is not None else "")
+
+
+def _first_difference(earlier, wanted):
+    """The first setting in which a finished run differs, or ``None``."""
+    if earlier.get("hparams_file") != wanted["hparams_file"]:
+        return (
+            f"hparams file {earlier.get('hparams_file')}, not "
+            f"{wanted['hparams_file']}"
         )
-        pooled_summary = pooled.summarize()
-        result["pooled"] = {
-            "WA": pooled_summary["WA"],
-            "UA": pooled_summary["UA"],
-            "F1": pooled_summary["macro_F1"],
-            "labels": labels,
-            "confusion_matrix": pooled_summary["confusion_matrix"],
-        }
-        picture = os.path.join(self.output_root, stem, "confusion_matrix.png")
-        plot_confusion_matrix(
-            pooled_summary["confusion_matrix"],
-            labels,
-            picture,
-            title=f"{stem}: {len(per_fold)} folds pooled",
-        )
-        result["confusion_matrix_png"] = picture
-        return result
-
-
-def merge_summaries(paths):
-    """One summary from several ``cv_summary.json`` files.
-
-    Experiments are named ``<folder of the summary>/<experiment>``, so that
-    runs of the same hparams file with other SSL models or encoders (each
-    in its own ``--output-root``) stay apart.
-    """
-    experiments = {}
-    for path in paths:
-        with open(path, encoding="utf-8") as source:
-            summary = json.load(source)
-        root = os.path.basename(os.path.dirname(os.path.abspath(path)))
-        for stem, result in summary["experiments"].items():
-            experiments[f"{root}/{stem}"] = result
-    return {"experiments": experiments}
-
-
-def results_table(summary):
-    """The paper-style Markdown table of a cross-validation summary."""
-    lines = [
-        "# Cross-validation results",
-        "",
-        "Speaker-independent folds; figures in %: mean ± sample standard "
-        "deviation over folds, and pooled over all folds' test predictions.",
-        "",
-        "| experiment | SSL model | scratch encoder | fusion | WA | UA | F1 "
-        "| pooled WA | pooled UA | folds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for stem, result in summary["experiments"].items():
-        system = result.get("system") or {}
-        streams = system.get("streams", [])
-        ssl = ", ".join(s for s in streams if s not in ("DPCNN", "TextRCNN"))
-        source = system.get("ssl_source")
-        if source:
-            ssl = f"{ssl} ({source})"
-        scratch = ", ".join(s for s in streams if s in ("DPCNN", "TextRCNN"))
-        if "mean" not in result:
-            cells = ["-"] * 5
-        else:
-            cells = [
-                f"{100 * result['mean'][k]:.1f} ± {100 * result['std'][k]:.1f}"
-                for k in METRICS
-            ] + [f"{100 * result['pooled'][k]:.1f}" for k in ("WA", "UA")]
-        n_done = len(result["folds"])
-        n_all = n_done + len(result["missing_folds"])
-        lines.append(
-            f"| {stem} | {ssl or '-'} | {scratch or '-'} | "
-            f"{system.get('fusion', '-')} | "
-            + " | ".join(cells)
-            + f" | {n_done}/{n_all} |"
-        )
-    return "\n".join(lines) + "\n"
+    before = earlier.get("overrides") or {}
+    now = wanted["overrides"]
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            return f"{key}={before.get(key, '(default)')}, not " + (
+                f"{key}={now.get(key, '(default)')}"
+            )
+    return None
 
 
 def _visible_gpus():

@@ -22,6 +22,7 @@ import ruamel.yaml
 import torch
 from hyperpyyaml import resolve_references
 
+from sercaf_toolkit.hparams import compose_hparams
 from sercaf_toolkit.lobes.ssl import SSLStream
 
 _INFERENCE_PART = """
@@ -57,7 +58,8 @@ def export_model(
     Arguments
     ---------
     hparams_file : str
-        The recipe's YAML file the model was built from.
+        The recipe's YAML file the model was built from (with the layers it
+        extends).
     overrides : str or dict
         The overrides it was loaded with.
     model : torch.nn.Module
@@ -74,13 +76,12 @@ def export_model(
     str
         ``folder``.
     """
-    with open(hparams_file, encoding="utf-8") as source:
-        resolved = resolve_references(source.read(), overrides).getvalue()
+    resolved = resolve_references(compose_hparams(hparams_file), overrides)
     round_trip = ruamel.yaml.YAML()
-    tree = round_trip.load(resolved)
+    tree = round_trip.load(resolved.getvalue())
     if model_key not in tree:
         raise KeyError(f"{hparams_file} has no `{model_key}` entry")
-    model_node = tree[model_key]
+    model_node = _only_chosen(tree[model_key])
     ssl_nodes = [
         node
         for node in _walk(model_node)
@@ -115,6 +116,31 @@ def export_model(
     torch.save(state, os.path.join(folder, "embedding_model.ckpt"))
     label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
     return folder
+
+
+def _only_chosen(node):
+    """Replaces each ``!apply:operator.getitem [choices, key]`` by the pick.
+
+    Recipes choose a block by name from a mapping of ``!name:`` factories
+    (``scratch_encoder: dpcnn``); the exported model names only the chosen
+    one.
+    """
+    tag = str(getattr(getattr(node, "tag", None), "value", None) or "")
+    if (
+        tag == "!apply:operator.getitem"
+        and isinstance(node, list)
+        and len(node) == 2
+        and isinstance(node[0], dict)
+        and str(node[1]) in node[0]
+    ):
+        return _only_chosen(node[0][str(node[1])])
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = _only_chosen(node[key])
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            node[i] = _only_chosen(value)
+    return node
 
 
 def _walk(node):

@@ -1,6 +1,7 @@
 """The shared recipe runner: every corpus's ``train.py`` calls it.
 
-A recipe's YAML file must define (the *recipe contract*):
+A recipe's YAML file (with the layers it ``extends``, see
+:mod:`sercaf_toolkit.hparams`) must define (the *recipe contract*):
 
 - overridable keys ``data_folder``, ``output_folder``, ``ssl_source`` (hub
   id or local HF folder), ``fold`` (1-based) and ``number_of_epochs``;
@@ -10,27 +11,69 @@ A recipe's YAML file must define (the *recipe contract*):
   ``label_encoder``, ``epoch_counter``, ``checkpointer``, ``opt_class``,
   ``ssl_opt_class`` and the data loader options.
 
-Outputs in ``output_folder``: ``test_metrics.json``, ``predictions.csv``,
-``train_log.txt``, checkpoints in ``save/`` and the exported model in
-``inference/``.
+Before anything is loaded or written, the runner checks what a user can
+get wrong (the hparams path, override names, unset keys, the corpus folder,
+a local SSL folder, an output folder holding another experiment) and stops
+with one line naming it and the fix (:class:`~sercaf_toolkit.errors.UserError`).
+
+Outputs in ``output_folder``: ``hyperparams.yaml`` (the merged layers with
+the overrides), ``run_info.json``, ``test_metrics.json``,
+``predictions.csv``, ``train_log.txt``, ``history.json``, pictures,
+checkpoints in ``save/`` and the exported model in ``inference/``.
 
 Authors
  * sercaf-toolkit developers 2026
 """
 
+import csv
+import difflib
 import json
 import os
 import sys
 from typing import NamedTuple
 
+import ruamel.yaml
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sercaf_toolkit.brain import SERBrain
+from sercaf_toolkit.corpora import check_recipe_corpus
 from sercaf_toolkit.data import build_datasets, class_counts, loader_kwargs
+from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
-from sercaf_toolkit.lobes.ssl import SSLStream
+from sercaf_toolkit.hparams import (
+    compose_hparams,
+    resolve_hparams,
+    resolve_hparams_path,
+)
+from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
+
+# The keys that the runner, SERBrain, the data loaders and SpeechBrain's
+# Brain (its run options) read by name; every other key of a recipe exists
+# to be referred to (`!ref <key>`) by another.
+RECIPE_KEYS = frozenset(
+    {
+        # recipe contract
+        "data_folder", "output_folder", "ssl_source", "fold",
+        "number_of_epochs", "prepare", "model", "label_encoder",
+        "epoch_counter", "checkpointer", "opt_class", "ssl_opt_class",
+        "train_dataloader_opts", "valid_dataloader_opts",
+        # data
+        "train_csv", "valid_csv", "test_csv", "labels", "sample_rate", "seed",
+        "dynamic_batching", "max_batch_length", "num_buckets",
+        # SERBrain
+        "class_weights", "selection_key", "ssl_warmup_steps", "train_logger",
+        "lr_annealing", "lr_annealing_ssl", "compile_streams",
+        # SpeechBrain run options taken from the YAML
+        "precision", "skip_nonfinite_grads", "nonfinite_patience",
+        "find_unused_parameters", "ckpt_interval_minutes",
+    }
+)  # fmt: skip
+
+# Keys of the merged tree that identify a run: resuming a folder written
+# with other values would load checkpoints that do not fit (or worse, fit).
+IDENTITY_KEYS = ("model", "fold", "ssl_source")
 
 
 class RecipeResult(NamedTuple):
@@ -41,69 +84,101 @@ class RecipeResult(NamedTuple):
     metrics: dict
 
 
-def describe_model(model):
-    """The names that identify a system in a results table.
+def check_overrides(tree, overrides_text, hparams_file):
+    """Fails in one line on an override that names no key of the recipe.
 
     Example
     -------
-    >>> from functools import partial
-    >>> from sercaf_toolkit.lobes import (
-    ...     DPCNN, DualStreamModel, EmotionHead, LogMel, SpectrogramStream,
-    ...     SumFusion)
-    >>> stream = SpectrogramStream(LogMel(n_mels=8), DPCNN(8, 4, 1))
-    >>> model = DualStreamModel([stream, stream], partial(SumFusion,
-    ...     output_size=4), partial(EmotionHead, n_classes=2))
-    >>> describe_model(model)
-    {'streams': ['DPCNN', 'DPCNN'], 'fusion': 'SumFusion'}
+    >>> check_overrides({"number_of_epochs": 1}, "number_of_epoch: 2", "x")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: unknown key number_of_epoch in x; \
+did you mean --number_of_epochs?
     """
-    names = []
-    for stream in model.streams:
-        if isinstance(stream, SSLStream):
-            names.append(stream.model.config.model_type)
-        elif hasattr(stream, "encoder"):
-            names.append(type(stream.encoder).__name__)
-        else:
-            names.append(type(stream).__name__)
-    return {"streams": names, "fusion": type(model.fusion).__name__}
+    overrides = ruamel.yaml.YAML().load(overrides_text or "") or {}
+    for key in overrides:
+        if key in tree:
+            continue
+        close = difflib.get_close_matches(key, list(tree), n=1)
+        hint = (
+            f"did you mean --{close[0]}?"
+            if close
+            else "see the keys of the recipe's YAML files"
+        )
+        raise UserError(f"unknown key {key} in {hparams_file}; {hint}")
 
 
-def run_identity(hparams):
-    """What makes two runs the same experiment: model, SSL source, fold."""
+def _flatten(node, prefix=""):
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``, tags kept in the values."""
+    if isinstance(node, dict):
+        items = {}
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if tag:
+            items[prefix] = tag
+        for key, value in node.items():
+            items.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+        return items
+    if isinstance(node, list):
+        items = {}
+        for i, value in enumerate(node):
+            items.update(_flatten(value, f"{prefix}[{i}]"))
+        return items
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    value = getattr(node, "value", node)
+    return {prefix: f"{tag} {value}" if tag else str(value)}
+
+
+def run_identity(tree):
+    """What makes two runs the same experiment, from the unbuilt tree."""
+    identity = {}
+    for key in IDENTITY_KEYS:
+        if key in tree:
+            identity.update(_flatten(tree[key], key))
+    return identity
+
+
+def check_same_run(identity, output_folder):
+    """Refuses to resume a different experiment's run in the same folder.
+
+    Runs before anything is written, so a refused run leaves the folder as
+    it was.
+    """
+    path = os.path.join(output_folder, "run_info.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as source:
+        earlier = json.load(source).get("identity")
+    if earlier is None:  # written by a version that kept no identity
+        return
+    different = sorted(
+        k
+        for k in set(earlier) | set(identity)
+        if earlier.get(k) != identity.get(k)
+    )
+    if different:
+        key = different[0]
+        names = ", ".join(different[:4]) + (
+            ", ..." if len(different) > 4 else ""
+        )
+        raise UserError(
+            f"{output_folder} holds a run of another experiment (it differs "
+            f"in {names}; {key}: {earlier.get(key)} there, "
+            f"{identity.get(key)} now); give this run its own "
+            "--output_folder or --experiment"
+        )
+
+
+def write_run_info(hparams, identity, hparams_file, overrides, path):
+    """Writes what identifies this run: system, fold, split, settings."""
+    from sercaf_toolkit.lobes.model import describe_model
+
     info = describe_model(hparams["model"])
     source = hparams.get("ssl_source")
     info["ssl_source"] = source if isinstance(source, str) else None
     info["fold"] = hparams.get("fold")
-    return info
-
-
-def check_same_run(hparams, path):
-    """Refuses to resume a different experiment's run in the same folder.
-
-    Resuming loads the folder's checkpoints: with another SSL model,
-    encoder, fusion block or fold they would not fit, or worse, would fit.
-    """
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as source:
-        earlier = json.load(source)
-    now = run_identity(hparams)
-    different = {
-        k: (earlier.get(k), v) for k, v in now.items() if earlier.get(k) != v
-    }
-    if different:
-        details = "; ".join(
-            f"{k}: {a} then {b}" for k, (a, b) in different.items()
-        )
-        raise ValueError(
-            f"{hparams['output_folder']} holds a run of another experiment "
-            f"({details}); give this one its own --output_folder "
-            "(or --experiment)"
-        )
-
-
-def write_run_info(hparams, path):
-    """Writes what identifies this run: system, fold, protocol, source."""
-    info = run_identity(hparams)
+    info["hparams_file"] = os.path.abspath(hparams_file)
+    info["overrides"] = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+    info["identity"] = identity
     split_info = os.path.join(hparams["output_folder"], "split_info.json")
     if os.path.exists(split_info):
         with open(split_info, encoding="utf-8") as source_file:
@@ -112,22 +187,84 @@ def write_run_info(hparams, path):
         json.dump(info, out, indent=2)
 
 
-def resolve_hparams_path(path, script_dir):
-    """Finds the hparams file in the working directory, then the script's.
+def write_test_outputs(folder, brain):
+    """Writes the test metrics, predictions and pictures of a run.
 
-    So both ``python recipes/X/train.py hparams/caf.yaml`` from the
-    repository root and ``python train.py hparams/caf.yaml`` inside
-    ``recipes/X`` work.
+    Arguments
+    ---------
+    folder : str
+        The run's output folder.
+    brain : SERBrain
+        After ``evaluate``: its ``test_summary``, ``test_rows``,
+        ``label_names``, ``selection_key`` and ``test_selected_epoch``.
+
+    Returns
+    -------
+    dict
+        Name -> path of every file written.
     """
-    if os.path.exists(path) or os.path.isabs(path):
-        return path
-    candidate = os.path.join(script_dir, path)
-    if os.path.exists(candidate):
-        return candidate
-    raise FileNotFoundError(
-        f"hparams file {path!r} found neither in the working directory "
-        f"nor in {script_dir}"
+    summary, labels = brain.test_summary, brain.label_names
+    paths = {
+        "metrics": os.path.join(folder, "test_metrics.json"),
+        "predictions": os.path.join(folder, "predictions.csv"),
+        "confusion matrix": os.path.join(folder, "confusion_matrix.png"),
+    }
+    metrics = {
+        "WA": summary["WA"],
+        "UA": summary["UA"],
+        "F1": summary["macro_F1"],
+        "weighted_F1": summary["weighted_F1"],
+        "per_class_recall": summary["per_class_recall"],
+        "per_class_F1": summary["per_class_F1"],
+        "support": summary["support"],
+        "labels": labels,
+        "confusion_matrix": summary["confusion_matrix"],
+        "selected_on": f"valid {brain.selection_key}",
+        "selected_epoch": brain.test_selected_epoch,
+    }
+    with open(paths["metrics"], "w", encoding="utf-8") as out:
+        json.dump(metrics, out, indent=2)
+    plot_confusion_matrix(
+        summary["confusion_matrix"],
+        labels,
+        paths["confusion matrix"],
+        title=f"test, UA {summary['UA']:.3f}",
     )
+    history = os.path.join(folder, "history.json")
+    if os.path.exists(history):
+        paths["training curves"] = os.path.join(folder, "training_curves.png")
+        plot_training_curves(history, paths["training curves"])
+    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["id", "true_label", "predicted_label"]
+            + [f"prob_{label}" for label in labels]
+        )
+        for utt_id, target, probs in sorted(brain.test_rows):
+            predicted = max(range(len(probs)), key=probs.__getitem__)
+            writer.writerow(
+                [utt_id, labels[target], labels[predicted]]
+                + [f"{p:.6f}" for p in probs]
+            )
+    return paths
+
+
+def load_recipe(argv, script_dir=None):
+    """Parses, merges and checks a recipe's hparams; builds nothing.
+
+    Returns
+    -------
+    hparams_file, run_opts, overrides, composed, tree
+        The hparams path, SpeechBrain's run options, the overrides (YAML
+        text), the merged YAML text and its resolved, unbuilt tree.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
+    composed = compose_hparams(hparams_file)
+    check_overrides(ruamel.yaml.YAML().load(composed), overrides, hparams_file)
+    tree = resolve_hparams(hparams_file, overrides)
+    check_recipe_corpus(tree)
+    return hparams_file, run_opts, overrides, composed, tree
 
 
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
@@ -151,21 +288,27 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         to ``test_metrics.json``).
     """
     argv = sys.argv[1:] if argv is None else argv
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
+    hparams_file, run_opts, overrides, composed, tree = load_recipe(
+        argv, script_dir
     )
-    info_file = os.path.join(hparams["output_folder"], "run_info.json")
-    check_same_run(hparams, info_file)
-    run_on_main(hparams["prepare"])
+    output_folder = str(tree["output_folder"])
+    identity = run_identity(tree)
+    check_same_run(identity, output_folder)
+
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams = load_hyperpyyaml(composed, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=output_folder, overrides=overrides
+    )
     if if_main_process():
-        write_run_info(hparams, info_file)
+        with open(os.path.join(output_folder, "hyperparams.yaml"), "w") as out:
+            out.write(f"# {os.path.abspath(hparams_file)}, layers merged")
+            out.write(f" and overrides applied: {overrides or 'none'}\n")
+            out.write(resolve_references(composed, overrides).getvalue())
+    run_on_main(hparams["prepare"])
+    info_file = os.path.join(output_folder, "run_info.json")
+    if if_main_process():
+        write_run_info(hparams, identity, hparams_file, overrides, info_file)
 
     label_encoder = hparams["label_encoder"]
     datasets = build_datasets(hparams, label_encoder)
@@ -199,10 +342,10 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
             hparams, "valid_dataloader_opts", datasets["test"], shuffle=False
         ),
     )
-    output_folder = hparams["output_folder"]
     metrics_path = os.path.join(output_folder, "test_metrics.json")
     inference_folder = os.path.join(output_folder, "inference")
     if if_main_process():
+        written = write_test_outputs(output_folder, brain)
         export_model(
             hparams_file,
             overrides,
@@ -212,11 +355,35 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         )
         summary = brain.test_summary
         print(
-            f"Test on unseen speakers: WA {summary['WA']:.3f}  "
-            f"UA {summary['UA']:.3f}  F1 {summary['macro_F1']:.3f}  "
-            f"({metrics_path})"
+            f"Test on unseen speakers: WA {100 * summary['WA']:.1f}  "
+            f"UA {100 * summary['UA']:.1f}  F1 {100 * summary['macro_F1']:.1f}"
+            f"  (epoch {brain.test_selected_epoch}, best valid "
+            f"{brain.selection_key})"
         )
+        written["exported model"] = inference_folder
+        for name, path in written.items():
+            print(f"  {name}: {path}")
     sb.utils.distributed.ddp_barrier()  # the main process wrote the files
     with open(metrics_path, encoding="utf-8") as source:
         metrics = json.load(source)
     return RecipeResult(output_folder, inference_folder, metrics)
+
+
+def main(script_file):
+    """Runs a recipe's ``train.py``: one line and exit 2 on a user mistake.
+
+    ``SERCAF_DEBUG=1`` shows the traceback as well (``--debug`` is
+    SpeechBrain's own run option: a few batches only).
+    """
+    try:
+        return run_recipe(
+            sys.argv[1:],
+            script_dir=os.path.dirname(os.path.abspath(script_file)),
+        )
+    except UserError as error:
+        if os.environ.get("SERCAF_DEBUG") == "1":
+            raise
+        print(
+            f"{os.path.basename(script_file)}: error: {error}", file=sys.stderr
+        )
+        sys.exit(2)

@@ -9,6 +9,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.data import read_manifest
+from sercaf_toolkit.hparams import compose_hparams
 from sercaf_toolkit.lobes import (
     ConcatFusion,
     CrossAttentionFusion,
@@ -40,8 +41,6 @@ def tiny_overrides(ssl_source):
         "--rcnn_embedding=8",
         "--rcnn_hidden=4",
         "--fusion_size=16",
-        "--attention_size=8",
-        "--attention_heads=2",
         "--num_workers=0",
         "--device=cpu",
     ]
@@ -64,8 +63,7 @@ def test_every_hparams_file_builds_its_model(
         *tiny_overrides(tiny_ssl_source()),
     ]
     _, _, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as source:
-        hparams = load_hyperpyyaml(source, overrides)
+    hparams = load_hyperpyyaml(compose_hparams(hparams_file), overrides)
     model = hparams["model"]
     assert isinstance(model.fusion, FUSION_FILES[name])
     assert isinstance(model.streams[1].encoder, TextRCNN)
@@ -75,7 +73,6 @@ def test_every_hparams_file_builds_its_model(
         "output_folder",
         "ssl_source",
         "fold",
-        "n_folds",
     ):
         assert key in hparams
     assert (RECIPES / corpus / "train.py").exists()

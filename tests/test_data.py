@@ -6,13 +6,13 @@ import soundfile
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
+from sercaf_toolkit.corpora.common import write_speaker_splits
 from sercaf_toolkit.data import (
     AudioError,
     audio_duration,
     build_datasets,
     read_audio,
     write_manifest,
-    write_speaker_splits,
 )
 
 

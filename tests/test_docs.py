@@ -52,8 +52,7 @@ CORPUS_RECIPE = re.compile(
 )
 QUICK = (
     "--number_of_epochs=1 --n_mels=32 --dpcnn_filters=8 --rcnn_embedding=8 "
-    "--rcnn_hidden=4 --fusion_size=16 --attention_size=8 --attention_heads=2 "
-    "--num_workers=0"
+    "--rcnn_hidden=4 --fusion_size=16 --num_workers=0"
 )
 
 

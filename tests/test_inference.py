@@ -12,7 +12,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from sercaf_toolkit import cli
-from sercaf_toolkit.demo import synthesize_utterance
+from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.inference import EmotionPredictor, expand_inputs
 

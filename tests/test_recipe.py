@@ -11,7 +11,9 @@ from speechbrain.inference.classifiers import EncoderClassifier
 
 from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.data import read_audio, read_manifest
-from sercaf_toolkit.recipe import resolve_hparams_path, run_recipe
+from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.hparams import resolve_hparams_path
+from sercaf_toolkit.recipe import run_recipe
 
 DEMO = pathlib.Path(__file__).resolve().parent.parent / "recipes" / "Demo"
 
@@ -173,7 +175,7 @@ def test_hparams_path_resolves_in_cwd_then_script_folder(tmp_path, monkeypatch):
         resolve_hparams_path("hparams/caf.yaml", str(DEMO))
         == "hparams/caf.yaml"
     )
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(UserError, match="nope.yaml"):
         resolve_hparams_path("nope.yaml", str(DEMO))
 
 
@@ -182,8 +184,11 @@ def test_refuses_to_resume_another_experiment(
 ):
     output = tmp_path / "run"
     run_recipe(demo_argv(demo_data, output, "--number_of_epochs=1"))
+    before = {
+        path: path.read_bytes() for path in output.rglob("*") if path.is_file()
+    }
     with pytest.raises(
-        ValueError, match="holds a run of another experiment.*ssl_source"
+        UserError, match="holds a run of another experiment.*ssl_source"
     ):
         run_recipe(
             demo_argv(
@@ -193,3 +198,7 @@ def test_refuses_to_resume_another_experiment(
                 f"--ssl_source={tiny_ssl_source('hubert')}",
             )
         )
+    after = {
+        path: path.read_bytes() for path in output.rglob("*") if path.is_file()
+    }
+    assert after == before  # a refused run writes nothing

@@ -14,8 +14,8 @@ import soundfile
 import torch
 
 from sercaf_toolkit.brain import RandomState, SERBrain
+from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.data import read_manifest
-from sercaf_toolkit.demo import synthesize_utterance
 from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.recipe import run_recipe
 
@@ -154,8 +154,6 @@ def test_bad_files_are_skipped_listed_and_training_goes_on(
             "--n_mels=32",
             "--dpcnn_filters=8",
             "--fusion_size=16",
-            "--attention_size=8",
-            "--attention_heads=2",
             "--num_workers=0",
             "--device=cpu",
         ]

@@ -10,17 +10,15 @@ test file. See ``sercaf_toolkit.recipe`` for the steps and the outputs.
 """
 
 import os
-import sys
 
 from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.utils.distributed import if_main_process
 
 from sercaf_toolkit.data import read_manifest
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.recipe import main
 
 if __name__ == "__main__":
-    here = os.path.dirname(os.path.abspath(__file__))
-    result = run_recipe(sys.argv[1:], script_dir=here)
+    result = main(__file__)
     if if_main_process():
         classifier = EncoderClassifier.from_hparams(
             source=result.inference_folder,

@@ -8,12 +8,7 @@ All folds and a results table: `sercaf cv recipes/RAVDESS hparams/caf.yaml`.
 See README.md beside this file for the protocol and the expected layout.
 """
 
-import os
-import sys
-
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.recipe import main
 
 if __name__ == "__main__":
-    run_recipe(
-        sys.argv[1:], script_dir=os.path.dirname(os.path.abspath(__file__))
-    )
+    main(__file__)

@@ -13,6 +13,7 @@ Authors
 import os
 
 from sercaf_toolkit.corpora.common import (
+    RANDOM_PROTOCOL,
     ManifestBuilder,
     prepare_fold,
     require_folder,
@@ -34,13 +35,15 @@ EMOTIONS = {
     "sad": "sad",
     "surprise": "surprise",
 }
+NAME = "CASIA"
+LAYOUT = "<speaker>/<emotion>/<NNN>.wav"
 EXPECTED_TOTAL = 1200
 EXPECTED_PER_LABEL = {label: 200 for label in set(EMOTIONS.values())}
 
 
 def build_manifest(data_folder, strict=False):
     """Manifest rows of every CASIA utterance (see the module docstring)."""
-    require_folder(data_folder, "CASIA", "<speaker>/<emotion>/<NNN>.wav")
+    require_folder(data_folder, NAME, LAYOUT)
     builder = ManifestBuilder("CASIA")
     for speaker_dir in sorted(os.listdir(data_folder)):
         speaker_path = os.path.join(data_folder, speaker_dir)
@@ -71,6 +74,11 @@ def build_manifest(data_folder, strict=False):
                 )
     builder.check(EXPECTED_TOTAL, {"label": EXPECTED_PER_LABEL}, strict)
     return builder.rows
+
+
+def fold_count(protocol="leave_one_speaker_out", **_):
+    """Folds of a protocol: one per speaker (1 for the random split)."""
+    return 1 if protocol == RANDOM_PROTOCOL else len(SPEAKERS)
 
 
 def prepare_casia(

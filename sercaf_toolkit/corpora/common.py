@@ -16,12 +16,8 @@ import logging
 import os
 import random
 
-from sercaf_toolkit.data import (
-    AudioError,
-    audio_duration,
-    write_manifest,
-    write_speaker_splits,
-)
+from sercaf_toolkit.data import AudioError, audio_duration, write_manifest
+from sercaf_toolkit.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +26,10 @@ RANDOM_PROTOCOL = "random_speaker_dependent"
 
 class CorpusError(ValueError):
     """A corpus that does not look as expected (strict mode)."""
+
+
+class CorpusFolderError(UserError, FileNotFoundError):
+    """A corpus folder that is not there: the user's path is wrong."""
 
 
 def require_folder(path, corpus, hint):
@@ -45,7 +45,7 @@ def require_folder(path, corpus, hint):
         What the folder should contain.
     """
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise CorpusFolderError(
             f"{corpus} folder not found: {path} (expected {hint}); "
             "set --data_folder to where the corpus is"
         )
@@ -176,6 +176,75 @@ def speaker_folds(groups, fold, valid="next"):
     if valid == "next":
         return test, list(groups[fold % len(groups)])
     return test, list(valid[fold - 1])
+
+
+def write_speaker_splits(rows, test_speakers, valid_speakers, save_folder):
+    """Writes ``train/valid/test.csv`` with disjoint speakers.
+
+    Every speaker in neither list trains. The split is audited: a speaker in
+    two splits, or an empty split, is an error.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows with a ``speaker`` field.
+    test_speakers, valid_speakers : list of str
+        Speakers of the test and validation splits.
+    save_folder : str
+        Where to write the three CSV files.
+
+    Returns
+    -------
+    dict
+        Split name -> list of rows.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> rows = [{"ID": str(i), "speaker": s} for i, s in enumerate("aabbcc")]
+    >>> splits = write_speaker_splits(rows, ["a"], ["b"], tempfile.mkdtemp())
+    >>> {name: len(part) for name, part in splits.items()}
+    {'train': 2, 'valid': 2, 'test': 2}
+    """
+    test, valid = set(test_speakers), set(valid_speakers)
+    splits = {
+        "train": [r for r in rows if r["speaker"] not in test | valid],
+        "valid": [r for r in rows if r["speaker"] in valid],
+        "test": [r for r in rows if r["speaker"] in test],
+    }
+    audit_speaker_splits(splits)
+    for name, split_rows in splits.items():
+        write_manifest(split_rows, os.path.join(save_folder, f"{name}.csv"))
+    return splits
+
+
+def audit_speaker_splits(splits):
+    """Fails if a speaker is in two splits, or if a split is empty.
+
+    Arguments
+    ---------
+    splits : dict
+        Split name -> manifest rows with a ``speaker`` field.
+
+    Example
+    -------
+    >>> rows = [{"speaker": "a"}]
+    >>> audit_speaker_splits({"train": rows, "test": rows})
+    Traceback (most recent call last):
+    ...
+    ValueError: speaker-independence broken: speaker 'a' is in train and test
+    """
+    seen = {}
+    for name, rows in splits.items():
+        if not rows:
+            raise ValueError(f"split {name!r} is empty")
+        for speaker in sorted({row["speaker"] for row in rows}):
+            if speaker in seen:
+                raise ValueError(
+                    "speaker-independence broken: speaker "
+                    f"{speaker!r} is in {seen[speaker]} and {name}"
+                )
+            seen[speaker] = name
 
 
 def prepare_fold(

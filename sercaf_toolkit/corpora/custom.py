@@ -14,7 +14,9 @@ import csv
 import os
 
 from sercaf_toolkit.corpora.common import (
+    RANDOM_PROTOCOL,
     CorpusError,
+    CorpusFolderError,
     ManifestBuilder,
     prepare_fold,
 )
@@ -22,10 +24,34 @@ from sercaf_toolkit.corpora.common import (
 REQUIRED = ("path", "label", "speaker")
 
 
+def check_data_folder(data_folder):
+    """Fails in one line when the corpus CSV file is not there."""
+    if not os.path.isfile(data_folder):
+        raise CorpusFolderError(
+            f"corpus CSV file not found: {data_folder}; set --data_folder "
+            "to a CSV file with the columns path, label, speaker[, fold]"
+        )
+
+
+def _read_rows(csv_file):
+    with open(csv_file, newline="", encoding="utf-8") as source:
+        return list(csv.DictReader(source))
+
+
+def fold_count(data_folder, n_folds=5, protocol="custom_speaker_folds", **_):
+    """Folds of the CSV: its ``fold`` column, else ``n_folds`` groups."""
+    if protocol == RANDOM_PROTOCOL:
+        return 1
+    rows = _read_rows(data_folder)
+    if rows and all((row.get("fold") or "").strip() for row in rows):
+        return len({int(row["fold"]) for row in rows})
+    speakers = {(row.get("speaker") or "").strip() for row in rows} - {""}
+    return max(1, min(int(n_folds), len(speakers)))
+
+
 def build_manifest(csv_file, strict=False):
     """Manifest rows of the files listed in ``csv_file``."""
-    if not os.path.isfile(csv_file):
-        raise FileNotFoundError(f"corpus CSV file not found: {csv_file}")
+    check_data_folder(csv_file)
     root = os.path.dirname(os.path.abspath(csv_file))
     builder = ManifestBuilder(os.path.basename(csv_file))
     with open(csv_file, newline="", encoding="utf-8") as source:

@@ -13,6 +13,7 @@ import os
 import re
 
 from sercaf_toolkit.corpora.common import (
+    RANDOM_PROTOCOL,
     ManifestBuilder,
     prepare_fold,
     require_folder,
@@ -32,6 +33,8 @@ SPEAKER_GENDER = {
     "12": "M", "13": "F", "14": "F", "15": "M", "16": "F",
 }  # fmt: skip
 SPEAKERS = sorted(SPEAKER_GENDER)
+NAME = "EmoDB"
+LAYOUT = "wav/ or wav_corpus/ with 03a01Fa.wav"
 EXPECTED_TOTAL = 535
 EXPECTED_PER_LABEL = {
     "anger": 127, "boredom": 81, "disgust": 46, "fear": 69,
@@ -55,7 +58,7 @@ def build_manifest(data_folder, strict=False):
     -------
     list of dict
     """
-    require_folder(data_folder, "EmoDB", "wav/ or wav_corpus/ with 03a01Fa.wav")
+    require_folder(data_folder, NAME, LAYOUT)
     wav_folder = next(
         (
             os.path.join(data_folder, name)
@@ -95,6 +98,11 @@ def build_manifest(data_folder, strict=False):
         )
     builder.check(EXPECTED_TOTAL, {"label": EXPECTED_PER_LABEL}, strict)
     return builder.rows
+
+
+def fold_count(protocol="leave_one_speaker_out", **_):
+    """Folds of a protocol: one per speaker (1 for the random split)."""
+    return 1 if protocol == RANDOM_PROTOCOL else len(SPEAKERS)
 
 
 def prepare_emodb(

@@ -23,10 +23,12 @@ import os
 import re
 
 from sercaf_toolkit.corpora.common import (
+    RANDOM_PROTOCOL,
     ManifestBuilder,
     prepare_fold,
     require_folder,
 )
+from sercaf_toolkit.errors import UserError
 
 CODES = (
     "neu",
@@ -49,6 +51,8 @@ FOUR_CLASS = {
     "sad": "sad",
 }
 SESSIONS = (1, 2, 3, 4, 5)
+NAME = "IEMOCAP"
+LAYOUT = "IEMOCAP_full_release with Session1..Session5"
 EXPECTED_TOTAL = 5531
 EXPECTED_PER_LABEL = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 EXPECTED_PER_SESSION = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
@@ -97,9 +101,7 @@ def read_labels(label_file, builder):
 
 def build_manifest(data_folder, strict=False):
     """Manifest rows of the 4-class set (see the module docstring)."""
-    require_folder(
-        data_folder, "IEMOCAP", "IEMOCAP_full_release with Session1..Session5"
-    )
+    require_folder(data_folder, NAME, LAYOUT)
     builder = ManifestBuilder("IEMOCAP")
     for session in SESSIONS:
         session_dir = os.path.join(data_folder, f"Session{session}")
@@ -141,6 +143,18 @@ def build_manifest(data_folder, strict=False):
         strict,
     )
     return builder.rows
+
+
+def fold_count(protocol="leave_one_session_out", **_):
+    """Folds of a protocol: 5 sessions, 10 speakers, or 1 random split."""
+    if protocol == RANDOM_PROTOCOL:
+        return 1
+    if protocol not in PROTOCOLS:
+        raise UserError(
+            f"unknown IEMOCAP protocol {protocol!r}; use one of "
+            f"{', '.join(PROTOCOLS)} or {RANDOM_PROTOCOL}"
+        )
+    return len(SESSIONS) * (2 if protocol == "leave_one_speaker_out" else 1)
 
 
 def prepare_iemocap(

@@ -15,6 +15,7 @@ import os
 import re
 
 from sercaf_toolkit.corpora.common import (
+    RANDOM_PROTOCOL,
     ManifestBuilder,
     prepare_fold,
     require_folder,
@@ -30,6 +31,8 @@ EMOTIONS = {
     "07": "disgust",
     "08": "surprised",
 }
+NAME = "RAVDESS"
+LAYOUT = "Actor_01/ .. Actor_24/"
 FOLDS = [
     [1, 11, 20, 21],
     [4, 10, 12, 14],
@@ -52,7 +55,7 @@ def actor_name(number):
 
 def build_manifest(data_folder, strict=False):
     """Manifest rows of the audio-only speech files (see the module doc)."""
-    require_folder(data_folder, "RAVDESS", "Actor_01/ .. Actor_24/")
+    require_folder(data_folder, NAME, LAYOUT)
     builder = ManifestBuilder("RAVDESS")
     actor_dirs = sorted(
         d for d in os.listdir(data_folder) if d.startswith("Actor_")
@@ -89,6 +92,11 @@ def build_manifest(data_folder, strict=False):
             )
     builder.check(EXPECTED_TOTAL, {"label": EXPECTED_PER_LABEL}, strict)
     return builder.rows
+
+
+def fold_count(protocol="actor_folds_6", **_):
+    """Folds of a protocol: the 6 actor groups (1 for the random split)."""
+    return 1 if protocol == RANDOM_PROTOCOL else len(FOLDS)
 
 
 def prepare_ravdess(

@@ -6,6 +6,8 @@ Authors
 
 import torch
 
+from sercaf_toolkit.lobes.ssl import SSLStream
+
 
 def _built(part, **sizes):
     """Returns ``part`` if it is a module, else calls the factory with sizes.
@@ -169,3 +171,29 @@ class LogProbabilities(torch.nn.Module):
     def forward(self, wavs, wav_lens=None):
         """``[B, n_classes]`` log-probabilities of a waveform batch."""
         return self.model.log_probabilities(wavs, wav_lens)
+
+
+def describe_model(model):
+    """The names that identify a system in a results table.
+
+    Example
+    -------
+    >>> from functools import partial
+    >>> from sercaf_toolkit.lobes import (
+    ...     DPCNN, DualStreamModel, EmotionHead, LogMel, SpectrogramStream,
+    ...     SumFusion)
+    >>> stream = SpectrogramStream(LogMel(n_mels=8), DPCNN(8, 4, 1))
+    >>> model = DualStreamModel([stream, stream], partial(SumFusion,
+    ...     output_size=4), partial(EmotionHead, n_classes=2))
+    >>> describe_model(model)
+    {'streams': ['DPCNN', 'DPCNN'], 'fusion': 'SumFusion'}
+    """
+    names = []
+    for stream in model.streams:
+        if isinstance(stream, SSLStream):
+            names.append(stream.model.config.model_type)
+        elif hasattr(stream, "encoder"):
+            names.append(type(stream.encoder).__name__)
+        else:
+            names.append(type(stream).__name__)
+    return {"streams": names, "fusion": type(model.fusion).__name__}

@@ -110,9 +110,12 @@ class SpectrogramStream(torch.nn.Module):
     ---------
     frontend : torch.nn.Module
         ``(wavs, wav_lens) -> (features, mask)``, e.g. :class:`LogMel`.
-    encoder : torch.nn.Module
+    encoder : torch.nn.Module or callable
         ``(features, mask) -> (frames, mask)`` with an ``output_size``
-        attribute, e.g. :class:`~sercaf_toolkit.lobes.scratch.DPCNN`.
+        attribute, e.g. :class:`~sercaf_toolkit.lobes.scratch.DPCNN`; or a
+        factory of one (a YAML ``!name:``), called with
+        ``input_size=frontend.output_size``, so that a recipe states the
+        feature width once and builds only the encoder it chose.
     normalization : torch.nn.Module, optional
         ``(features, mask) -> features``, e.g.
         :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`.
@@ -129,12 +132,19 @@ class SpectrogramStream(torch.nn.Module):
     >>> feats, mask = stream(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> feats.shape, mask.sum(dim=1).tolist(), stream.output_size
     (torch.Size([2, 8, 16]), [8, 4], 16)
+    >>> from functools import partial
+    >>> stream = SpectrogramStream(
+    ...     LogMel(n_mels=40), partial(DPCNN, num_filters=16, num_blocks=2))
+    >>> stream.encoder.region.in_channels
+    40
     """
 
     def __init__(self, frontend, encoder, normalization=None):
         super().__init__()
         self.frontend = frontend
         self.normalization = normalization
+        if not isinstance(encoder, torch.nn.Module):
+            encoder = encoder(input_size=frontend.output_size)
         self.encoder = encoder
         self.output_size = encoder.output_size
 

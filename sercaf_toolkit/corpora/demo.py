@@ -34,8 +34,7 @@ import numpy as np
 import soundfile
 from scipy.signal import lfilter
 
-from sercaf_toolkit.corpora.common import prepare_fold
-from sercaf_toolkit.data import audio_duration
+from sercaf_toolkit.corpora.common import ManifestBuilder, prepare_fold
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
 
@@ -203,6 +202,11 @@ def generate_demo_corpus(folder, utterances_per_emotion=10, seed=1234):
     return paths
 
 
+def fold_count(**_):
+    """Four folds: one per speaker pair."""
+    return len(SPEAKERS) // 2
+
+
 def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
     """Generates the demo corpus if needed and writes one fold's splits.
 
@@ -235,18 +239,17 @@ def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
     """
     pairs = [[SPEAKERS[i][0], SPEAKERS[i + 1][0]] for i in range(0, 8, 2)]
     paths = generate_demo_corpus(data_folder, utterances_per_emotion)
-    rows = []
+    builder = ManifestBuilder("Demo")
     for path in paths:
         utt_id = os.path.splitext(os.path.basename(path))[0]
         speaker, gender_letter, emotion, _ = utt_id.split("_")
-        rows.append(
-            {
-                "ID": utt_id,
-                "duration": f"{audio_duration(path):.3f}",
-                "wav": os.path.abspath(path),
-                "label": emotion,
-                "speaker": f"{speaker}_{gender_letter}",
-                "gender": gender_letter.upper(),
-            }
+        builder.add(
+            path,
+            ID=utt_id,
+            label=emotion,
+            speaker=f"{speaker}_{gender_letter}",
+            gender=gender_letter.upper(),
         )
-    return prepare_fold(rows, save_folder, fold, "demo_speaker_pairs", pairs)
+    return prepare_fold(
+        builder.rows, save_folder, fold, "demo_speaker_pairs", pairs
+    )

@@ -1,0 +1,153 @@
+"""Recipe YAML files built in layers: shared wiring, corpus, experiment.
+
+An experiment file names the files it builds on in an ``extends:`` list
+(paths relative to the file) and states only what makes it that experiment;
+each extended file may extend others. :func:`compose_hparams` merges the
+layers into one HyperPyYAML document: a key in a later layer replaces the
+key of the same name in an earlier one (the whole value: a ``fusion:``
+block is replaced, not merged into the one it overrides), and the file's
+own keys come last. ``!ref`` is resolved after the merge, so a layer may
+refer to keys that another layer defines or overrides.
+
+Why not HyperPyYAML's ``!include:``: it loads the included file on its own
+and nests the result under a key. The recipe contract needs flat top-level
+keys (``--fold=2`` and ``--data_folder`` override them from the command
+line, ``<fold>`` is referred to by corpus and shared keys alike), so with
+``!include:`` every experiment file would have to re-declare and forward
+every overridable key, the very repetition this layering removes.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import io
+import os
+
+import ruamel.yaml
+from hyperpyyaml import resolve_references
+
+from sercaf_toolkit.errors import UserError
+
+EXTENDS_KEY = "extends"
+
+
+def resolve_hparams_path(path, script_dir):
+    """Finds the hparams file in the working directory, then the script's.
+
+    So both ``python recipes/X/train.py hparams/caf.yaml`` from the
+    repository root and ``python train.py hparams/caf.yaml`` inside
+    ``recipes/X`` work.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> resolve_hparams_path("nope.yaml", tempfile.gettempdir())
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: hparams file 'nope.yaml' found ...
+    """
+    if os.path.exists(path):
+        return path
+    candidate = os.path.join(script_dir, path)
+    if os.path.exists(candidate):
+        return candidate
+    raise UserError(
+        f"hparams file {path!r} found neither in the working directory "
+        f"nor in {script_dir}; give a path to an existing YAML file"
+    )
+
+
+def compose_tree(path, _chain=()):
+    """The merged (unresolved) YAML tree of ``path`` and its layers.
+
+    Arguments
+    ---------
+    path : str
+        A recipe YAML file, optionally with an ``extends:`` list.
+
+    Returns
+    -------
+    ruamel.yaml.comments.CommentedMap
+        Top-level keys of every layer, later layers replacing earlier ones;
+        tags (``!new:``, ``!ref``, ...) are kept as they are.
+    """
+    path = os.path.abspath(path)
+    if path in _chain:
+        cycle = " -> ".join(os.path.basename(p) for p in (*_chain, path))
+        raise UserError(f"{path}: `extends` runs in a circle ({cycle})")
+    if not os.path.isfile(path):
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise UserError(f"hparams file not found: {path}{where}")
+    with open(path, encoding="utf-8") as source:
+        try:
+            tree = ruamel.yaml.YAML().load(source)
+        except ruamel.yaml.YAMLError as error:
+            problem = str(error).replace("\n", " ")
+            raise UserError(f"{path} is not valid YAML: {problem}") from None
+    if tree is None:
+        tree = ruamel.yaml.comments.CommentedMap()
+    bases = tree.pop(EXTENDS_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = ruamel.yaml.comments.CommentedMap()
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), str(base))
+        for key, value in compose_tree(base_path, (*_chain, path)).items():
+            merged[key] = value
+    for key, value in tree.items():
+        merged[key] = value
+    return merged
+
+
+def compose_hparams(path):
+    """The YAML text of a recipe file with all its layers merged.
+
+    Example
+    -------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "base.yaml").write_text("a: 1\\nb: !ref <a>\\n")
+    >>> _ = (folder / "exp.yaml").write_text("extends: [base.yaml]\\na: 2\\n")
+    >>> print(compose_hparams(folder / "exp.yaml"), end="")
+    a: 2
+    b: !ref <a>
+    """
+    tree = compose_tree(path)
+    for value in tree.values():
+        _drop_comments(value)
+    text = io.StringIO()
+    ruamel.yaml.YAML().dump(tree, text)
+    return text.getvalue()
+
+
+def resolve_hparams(path, overrides=None):
+    """The merged tree with overrides applied and ``!ref`` resolved.
+
+    Nothing is built: ``!new:`` and ``!name:`` stay tags. This is how the
+    runner and ``sercaf cv`` read keys (``output_folder``, ``prepare``)
+    before any model is loaded.
+    """
+    try:
+        text = resolve_references(compose_hparams(path), overrides)
+    except ValueError as error:
+        if "PLACEHOLDER" not in str(error):
+            raise
+        key = str(error).split("'")[1]
+        raise UserError(
+            f"{key} must be set for {path}: add --{key}=..."
+        ) from None
+    return ruamel.yaml.YAML().load(text.getvalue())
+
+
+def _drop_comments(node):
+    """Comments would land beside the wrong keys once layers are merged."""
+    stack = [node]
+    while stack:
+        part = stack.pop()
+        if hasattr(part, "ca"):
+            part.ca.items.clear()
+            part.ca.comment = None
+        if isinstance(part, dict):
+            stack.extend(part.values())
+        elif isinstance(part, list):
+            stack.extend(part)

@@ -1,0 +1,229 @@
+"""Cross-validation results: pure functions over the files runs wrote.
+
+A run's folder holds ``test_metrics.json``, ``predictions.csv`` and
+``run_info.json`` (see :mod:`sercaf_toolkit.recipe`). The functions here
+read such folders and sum them up: per-fold figures, mean ± sample
+standard deviation over folds and over seeds, pooled predictions, the
+Markdown table and the pooled confusion matrix. ``sercaf cv`` and
+``sercaf table`` use them.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import csv
+import json
+import os
+import statistics
+
+from sercaf_toolkit.metrics import EmotionMetrics
+from sercaf_toolkit.plots import plot_confusion_matrix
+
+METRICS = ("WA", "UA", "F1")
+
+
+def _mean_std(values):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def read_run(folder):
+    """The test metrics, prediction rows and run info of a finished run.
+
+    Returns ``None`` when the run has no ``test_metrics.json``.
+    """
+    metrics_file = os.path.join(folder, "test_metrics.json")
+    if not os.path.exists(metrics_file):
+        return None
+    with open(metrics_file, encoding="utf-8") as source:
+        metrics = json.load(source)
+    with open(
+        os.path.join(folder, "predictions.csv"), newline="", encoding="utf-8"
+    ) as source:
+        rows = list(csv.DictReader(source))
+    info = {}
+    info_file = os.path.join(folder, "run_info.json")
+    if os.path.exists(info_file):
+        with open(info_file, encoding="utf-8") as source:
+            info = json.load(source)
+    return {"metrics": metrics, "rows": rows, "info": info}
+
+
+def summarize_runs(runs, picture=None, title=""):
+    """Sums up the runs of one experiment over folds and seeds.
+
+    Arguments
+    ---------
+    runs : dict
+        ``(seed, fold)`` -> run folder; ``seed`` is ``None`` for a single
+        seed's runs.
+    picture : str, optional
+        Where to draw the pooled confusion matrix (PNG).
+    title : str
+        Title of the picture.
+
+    Returns
+    -------
+    dict
+        ``folds`` (per-fold figures, averaged over seeds), ``runs`` (per
+        seed and fold), ``missing``, ``mean``/``std`` over folds,
+        ``seeds`` with ``mean``/``std`` over the per-seed means (when
+        several seeds ran), ``pooled`` figures of all test predictions
+        together, and ``system`` (from the first run's ``run_info.json``).
+    """
+    done, missing, rows, labels, system = {}, [], [], None, {}
+    for (seed, fold), folder in sorted(
+        runs.items(), key=lambda item: (str(item[0][0]), item[0][1])
+    ):
+        run = read_run(folder)
+        if run is None:
+            missing.append([seed, fold])
+            continue
+        done[(seed, fold)] = {k: run["metrics"][k] for k in METRICS}
+        labels = run["metrics"]["labels"]
+        rows.extend(run["rows"])
+        system = system or run["info"]
+    result = {
+        "system": {
+            k: system.get(k) for k in ("streams", "fusion", "ssl_source")
+        },
+        "runs": [
+            {"seed": seed, "fold": fold, **figures}
+            for (seed, fold), figures in done.items()
+        ],
+        "missing": missing,
+    }
+    folds = sorted({fold for _, fold in done})
+    seeds = sorted({seed for seed, _ in done}, key=str)
+    result["folds"] = {
+        str(fold): {
+            k: statistics.fmean(m[k] for (s, f), m in done.items() if f == fold)
+            for k in METRICS
+        }
+        for fold in folds
+    }
+    if not done:
+        return result
+    over_folds = {
+        k: _mean_std([m[k] for m in result["folds"].values()]) for k in METRICS
+    }
+    result["mean"] = {k: v[0] for k, v in over_folds.items()}
+    result["std"] = {k: v[1] for k, v in over_folds.items()}
+    if len(seeds) > 1:
+        per_seed = {
+            str(seed): {
+                k: statistics.fmean(
+                    m[k] for (s, _), m in done.items() if s == seed
+                )
+                for k in METRICS
+            }
+            for seed in seeds
+        }
+        over_seeds = {
+            k: _mean_std([m[k] for m in per_seed.values()]) for k in METRICS
+        }
+        result["seeds"] = {
+            "per_seed": per_seed,
+            "mean": {k: v[0] for k, v in over_seeds.items()},
+            "std": {k: v[1] for k, v in over_seeds.items()},
+        }
+    pooled = EmotionMetrics(labels)
+    index = {label: i for i, label in enumerate(labels)}
+    pooled.append(
+        [f"{i}:{row['id']}" for i, row in enumerate(rows)],
+        [index[row["predicted_label"]] for row in rows],
+        [index[row["true_label"]] for row in rows],
+    )
+    summary = pooled.summarize()
+    result["pooled"] = {
+        "WA": summary["WA"],
+        "UA": summary["UA"],
+        "F1": summary["macro_F1"],
+        "labels": labels,
+        "confusion_matrix": summary["confusion_matrix"],
+    }
+    if picture is not None:
+        plot_confusion_matrix(
+            summary["confusion_matrix"], labels, picture, title=title
+        )
+        result["confusion_matrix_png"] = picture
+    return result
+
+
+def merge_summaries(paths):
+    """One summary from several ``cv_summary.json`` files.
+
+    Experiments are named ``<folder of the summary>/<experiment>``, so that
+    runs of the same hparams file with other SSL models or encoders (each
+    in its own ``--output-root``) stay apart.
+    """
+    experiments = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as source:
+            summary = json.load(source)
+        root = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        for stem, result in summary["experiments"].items():
+            experiments[f"{root}/{stem}"] = result
+    return {"experiments": experiments}
+
+
+def _figure(part, key):
+    """``part["mean"][key] ± part["std"][key]`` in %."""
+    return f"{100 * part['mean'][key]:.1f} ± {100 * part['std'][key]:.1f}"
+
+
+def results_table(summary):
+    """The paper-style Markdown table of a cross-validation summary.
+
+    Example
+    -------
+    >>> print(results_table({"experiments": {"caf": {"folds": {},
+    ...     "missing": [[None, 1]]}}}).splitlines()[-1])
+    | caf | - | - | - | - | - | - | - | - | - | 0/1 |
+    """
+    lines = [
+        "# Cross-validation results",
+        "",
+        "Speaker-independent folds; figures in %: mean ± sample standard "
+        "deviation over folds (each fold averaged over seeds), over seeds "
+        "(the spread of the per-seed means over folds), and pooled over "
+        "all test predictions.",
+        "",
+        "| experiment | SSL model | scratch encoder | fusion | WA | UA | F1 "
+        "| UA over seeds | pooled WA | pooled UA | folds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stem, result in summary["experiments"].items():
+        system = result.get("system") or {}
+        streams = system.get("streams") or []
+        ssl = ", ".join(s for s in streams if s not in ("DPCNN", "TextRCNN"))
+        source = system.get("ssl_source")
+        if source:
+            ssl = f"{ssl} ({source})"
+        scratch = ", ".join(s for s in streams if s in ("DPCNN", "TextRCNN"))
+        if "mean" not in result:
+            cells = ["-"] * 6
+        else:
+            seeds = result.get("seeds")
+            cells = (
+                [_figure(result, k) for k in METRICS]
+                + [
+                    f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
+                    if seeds
+                    else "1 seed"
+                ]
+                + [f"{100 * result['pooled'][k]:.1f}" for k in ("WA", "UA")]
+            )
+        n_done = len(result["folds"])
+        n_all = n_done + len(
+            {f for _, f in result["missing"]}
+            - {int(f) for f in result["folds"]}
+        )
+        lines.append(
+            f"| {stem} | {ssl or '-'} | {scratch or '-'} | "
+            f"{system.get('fusion') or '-'} | "
+            + " | ".join(cells)
+            + f" | {n_done}/{n_all} |"
+        )
+    return "\n".join(lines) + "\n"
