@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from sercaf_toolkit.lobes.masking import GlobalNormalization
+from sercaf_toolkit.lobes.masking import (
+    GlobalNormalization,
+    masked_statistics,
+)
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
 from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
 from tests.helpers import assert_stream_ignores_padding
@@ -80,8 +83,9 @@ def test_global_normalization_statistics_skip_padding():
     [
         DPCNN(input_size=40, num_filters=12, num_blocks=3),
         TextRCNN(input_size=40, embedding_size=16, hidden_size=8),
+        TextRCNN(input_size=40, embedding_size=16, hidden_size=8, form="lai"),
     ],
-    ids=["dpcnn", "textrcnn"],
+    ids=["dpcnn", "textrcnn", "textrcnn-lai"],
 )
 def test_spectrogram_stream_ignores_padding(encoder):
     norm = GlobalNormalization(40)
@@ -113,3 +117,127 @@ def test_textrcnn_output_width_and_gradients():
     out[mask].sum().backward()
     assert x.grad[1, 3:].abs().sum() == 0  # padding feeds nothing
     assert x.grad[1, :3].abs().sum() > 0
+
+
+def padded_frames(lengths, width, seed=0):
+    """Random frames with *noise* in the padding, and their mask."""
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(len(lengths), max(lengths), width, generator=generator)
+    mask = torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)
+    return frames, mask
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TextRCNN(8, 16, 8, dropout=0.5),
+        lambda: TextRCNN(8, 16, 8, dropout=0.5, form="lai"),
+        lambda: DPCNN(8, num_filters=16, num_blocks=1, dropout=0.5),
+    ],
+    ids=["textrcnn-frames", "textrcnn-lai", "dpcnn"],
+)
+def test_dropout_leaves_pooled_statistics_unbiased(build):
+    """Averaged over dropout draws, training pools what evaluation pools.
+
+    The mean and standard deviation over valid frames (what the fusion
+    blocks pool; taken here without their variance floor, whose constant
+    ``sqrt(eps)`` on dropped channels is not dropout's doing) must match
+    evaluation mode in expectation. Dropout drawn per frame inflates the
+    std half in training only: by 41 % or more at p = 0.5; here by a
+    factor of 2.2 (TextRCNN) and 1.7 (DPCNN), as the frames' means are
+    large next to their spread.
+    """
+    torch.manual_seed(0)
+    encoder = build()
+    frames, mask = padded_frames([20, 12], 8)
+
+    def pooled(out, out_mask):
+        return torch.cat(masked_statistics(out, out_mask, eps=0.0), dim=-1)
+
+    repeats = 4000  # each copy of the batch draws its own dropout
+    with torch.no_grad():
+        expected = pooled(*encoder.eval()(frames, mask))
+        out, out_mask = encoder.train()(
+            frames.repeat(repeats, 1, 1), mask.repeat(repeats, 1)
+        )
+        draws = pooled(out, out_mask).view(repeats, *expected.shape)
+    assert not torch.allclose(draws[0], expected)  # dropout is on
+    average = draws.mean(dim=0)
+    width = encoder.output_size
+    for half in (slice(0, width), slice(width, 2 * width)):  # mean, std
+        total = expected[:, half].abs().sum() + 1e-12
+        ratio = (average[:, half].abs().sum() + 1e-12) / total
+        assert ratio.item() == pytest.approx(1.0, abs=0.02)
+    torch.testing.assert_close(average, expected, rtol=0.1, atol=0.005)
+
+
+def test_textrcnn_lai_follows_the_recurrences_of_lai_et_al():
+    """[left context; embedding; right context], tanh, max over time.
+
+    The left context of frame i is the forward state after frame i - 1
+    (zero for the first frame), the right context the backward state after
+    frame i + 1 (zero for the last frame); computed here frame by frame
+    on each utterance alone.
+    """
+    torch.manual_seed(0)
+    encoder = TextRCNN(
+        input_size=6, embedding_size=5, hidden_size=4, form="lai"
+    ).eval()
+    lengths = [7, 3, 1]
+    frames, mask = padded_frames(lengths, 6)
+    with torch.no_grad():
+        out, out_mask = encoder(frames, mask)
+        assert out.shape == (3, 1, 8) and out_mask.all()
+        for index, length in enumerate(lengths):
+            embedded = encoder.embedding(frames[index, :length])
+            states, _ = encoder.lstm(embedded.unsqueeze(0))
+            forward, backward = states[0, :, :4], states[0, :, 4:]
+            zero = torch.zeros(4)
+            latents = []
+            for i in range(length):
+                left = forward[i - 1] if i > 0 else zero
+                right = backward[i + 1] if i + 1 < length else zero
+                x = torch.cat([left, embedded[i], right])
+                latents.append(torch.tanh(encoder.projection(x)))
+            expected = torch.stack(latents).amax(dim=0)
+            torch.testing.assert_close(out[index, 0], expected)
+
+
+def test_textrcnn_lai_ignores_padding():
+    """Padding (here noise) changes no utterance's vector."""
+    torch.manual_seed(0)
+    encoder = TextRCNN(
+        input_size=6, embedding_size=8, hidden_size=4, form="lai"
+    ).eval()
+    lengths = [9, 4, 1]
+    frames, mask = padded_frames(lengths, 6)
+    louder = frames.clone()
+    louder[~mask] = 100.0
+    with torch.no_grad():
+        out, _ = encoder(frames, mask)
+        torch.testing.assert_close(encoder(louder, mask)[0], out)
+        for index, length in enumerate(lengths):
+            alone = frames[index : index + 1, :length]
+            alone_out, _ = encoder(alone, torch.ones(1, length).bool())
+            torch.testing.assert_close(out[index], alone_out[0])
+
+
+def test_textrcnn_lai_gradients_reach_valid_frames_and_all_weights():
+    torch.manual_seed(0)
+    encoder = TextRCNN(
+        input_size=6, embedding_size=8, hidden_size=4, form="lai"
+    )
+    frames, mask = padded_frames([6, 3], 6)
+    frames.requires_grad_(True)
+    out, _ = encoder(frames, mask)
+    out.sum().backward()
+    assert frames.grad[1, 3:].abs().sum() == 0  # padding feeds nothing
+    assert (frames.grad[mask].abs().sum(dim=-1) > 0).all()
+    for name, parameter in encoder.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_textrcnn_rejects_unknown_form():
+    with pytest.raises(ValueError, match="form"):
+        TextRCNN(input_size=6, form="last_state")

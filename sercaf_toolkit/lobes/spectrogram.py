@@ -14,12 +14,32 @@ class LogMel(torch.nn.Module):
     """Length-aware log-mel spectrogram computed on the batch, in torch.
 
     Defaults are the paper's librosa settings (slaney mel scale and norm,
-    n_fft 2048, hop 512, 224 bands, centred frames). Decibels are taken
-    against a fixed reference (not each utterance's maximum, which would
-    throw the loudness cue away); ``top_db`` floors each utterance at its
-    own maximum over *valid* frames minus ``top_db``. The paper's final
-    per-utterance 0-255 scaling is left to a normalisation module
-    (see :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`).
+    n_fft 2048, hop 512, 224 bands, centred frames). What it computes, as
+    librosa's ``power_to_db(S, ref=1.0, amin=1e-10, top_db=80)``:
+    ``10 * log10(max(power, amin))``, in dB against the fixed reference
+    power 1 (not each utterance's maximum, which would throw the loudness
+    cue away), floored at the utterance's own maximum over *valid* frames
+    minus ``top_db``. There is no upper bound: loud voiced frames lie well
+    above 0 dB (a sine of amplitude 0.5 peaks near +37 dB). Padded frames
+    are set to 0.
+
+    Two deviations from the published pipeline, and why:
+
+    - The published code maps these dB values to 0-255 with a fixed map,
+      the same for every utterance. That keeps loudness; besides an affine
+      rescaling of the dB values, what it does is clip everything above
+      0 dB, which saturates the loudest time-frequency cells (the voiced
+      energy of loud, high-arousal speech) at one value. Here the dB values
+      are kept unclipped, and the rescaling is left to a dataset-level
+      normalisation (see
+      :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`), which
+      would undo any fixed affine map anyway.
+    - The published networks read the spectrogram with the mel axis as the
+      sequence (one "token" per mel band). Here time is the sequence: the
+      output is ``[batch, frames, n_mels]`` and the encoders return one
+      vector per (pooled) frame. Frame-level cross-attention with the SSL
+      stream needs this (SSL frames have no counterpart among mel bands),
+      and utterances of any length pass with a mask.
 
     Arguments
     ---------
