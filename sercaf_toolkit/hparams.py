@@ -24,7 +24,7 @@ import io
 import os
 
 import ruamel.yaml
-from hyperpyyaml import resolve_references
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from sercaf_toolkit.errors import UserError
 
@@ -137,6 +137,23 @@ def resolve_hparams(path, overrides=None):
             f"{key} must be set for {path}: add --{key}=..."
         ) from None
     return ruamel.yaml.YAML().load(text.getvalue())
+
+
+def load_hparams(path, overrides=None):
+    """Builds a recipe's objects, as ``load_hyperpyyaml`` on the merged file.
+
+    Example
+    -------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "base.yaml").write_text("width: 4\n")
+    >>> _ = (folder / "exp.yaml").write_text(
+    ...     "extends: [base.yaml]\n"
+    ...     "layer: !new:torch.nn.Linear [!ref <width>, 2]\n")
+    >>> load_hparams(folder / "exp.yaml", {"width": 3})["layer"]
+    Linear(in_features=3, out_features=2, bias=True)
+    """
+    return load_hyperpyyaml(compose_hparams(path), overrides)
 
 
 def _drop_comments(node):

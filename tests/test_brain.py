@@ -5,10 +5,10 @@ import pathlib
 import pytest
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from sercaf_toolkit.brain import SERBrain
+from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.recipe import run_recipe
 
 DEMO = pathlib.Path(__file__).resolve().parent.parent / "recipes" / "Demo"
@@ -31,8 +31,7 @@ def one_epoch(tmp_path, *extra):
     )
     # Loading the YAML again seeds and builds the same initial model.
     hparams_file, _, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as source:
-        initial = load_hyperpyyaml(source, overrides)["model"].state_dict()
+    initial = load_hparams(hparams_file, overrides)["model"].state_dict()
     return initial, final
 
 

@@ -5,11 +5,10 @@ import pathlib
 
 import pytest
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.data import read_manifest
-from sercaf_toolkit.hparams import compose_hparams
+from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.lobes import (
     ConcatFusion,
     CrossAttentionFusion,
@@ -63,7 +62,7 @@ def test_every_hparams_file_builds_its_model(
         *tiny_overrides(tiny_ssl_source()),
     ]
     _, _, overrides = sb.parse_arguments(argv)
-    hparams = load_hyperpyyaml(compose_hparams(hparams_file), overrides)
+    hparams = load_hparams(hparams_file, overrides)
     model = hparams["model"]
     assert isinstance(model.fusion, FUSION_FILES[name])
     assert isinstance(model.streams[1].encoder, TextRCNN)
