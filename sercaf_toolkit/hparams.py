@@ -146,10 +146,10 @@ def load_hparams(path, overrides=None):
     -------
     >>> import pathlib, tempfile
     >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (folder / "base.yaml").write_text("width: 4\n")
+    >>> _ = (folder / "base.yaml").write_text("width: 4\\n")
     >>> _ = (folder / "exp.yaml").write_text(
-    ...     "extends: [base.yaml]\n"
-    ...     "layer: !new:torch.nn.Linear [!ref <width>, 2]\n")
+    ...     "extends: [base.yaml]\\n"
+    ...     "layer: !new:torch.nn.Linear [!ref <width>, 2]\\n")
     >>> load_hparams(folder / "exp.yaml", {"width": 3})["layer"]
     Linear(in_features=3, out_features=2, bias=True)
     """
