@@ -111,6 +111,16 @@ class SERBrain(sb.Brain):
 
     # Stages ---------------------------------------------------------------
 
+    def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
+        """``Brain.fit``; without ``valid_set``, checkpoints every epoch.
+
+        With no validation data (``validation: none``) there is nothing to
+        select on: each epoch's end saves a checkpoint of its own (for
+        resuming) and the test uses the last one.
+        """
+        self.validating = valid_set is not None
+        return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+
     def on_fit_start(self):
         """Sets up class weights, then the default (optimizers, resume)."""
         self._set_class_weights()
@@ -158,10 +168,12 @@ class SERBrain(sb.Brain):
             "UA": summary["UA"],
             "F1": summary["macro_F1"],
         }
+        logger = getattr(self.hparams, "train_logger", None)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
+            if not getattr(self, "validating", True):
+                self._end_epoch_without_validation(epoch, stats, logger)
             return
-        logger = getattr(self.hparams, "train_logger", None)
         if stage == sb.Stage.VALID:
             lrs = self._anneal(stage_loss)
             if logger is not None:
@@ -173,7 +185,7 @@ class SERBrain(sb.Brain):
             if if_main_process():
                 self._record_history(epoch, stats)
             self.checkpointer.save_and_keep_only(
-                meta=stats, max_keys=[self.selection_key]
+                meta={**stats, "epoch": epoch}, max_keys=[self.selection_key]
             )
         elif stage == sb.Stage.TEST:
             if logger is not None:
@@ -186,6 +198,15 @@ class SERBrain(sb.Brain):
             # The runner writes the test files and pictures from these.
             self.test_summary = summary
             self.test_selected_epoch = self.hparams.epoch_counter.current
+
+    def _end_epoch_without_validation(self, epoch, stats, logger):
+        if logger is not None:
+            logger.log_stats(stats_meta={"epoch": epoch}, train_stats=stats)
+        if if_main_process():
+            self._record_history(epoch, None)
+        self.checkpointer.save_and_keep_only(
+            meta={**stats, "epoch": epoch}, num_to_keep=1
+        )
 
     def _anneal(self, valid_loss):
         """Steps the schedulers on the validation loss; returns the rates."""
@@ -256,7 +277,9 @@ class SERBrain(sb.Brain):
         if os.path.exists(path):
             with open(path, encoding="utf-8") as source:
                 history = json.load(source)
-        history[str(epoch)] = {"train": self.train_stats, "valid": valid_stats}
+        history[str(epoch)] = {"train": self.train_stats}
+        if valid_stats is not None:
+            history[str(epoch)]["valid"] = valid_stats
         with open(path + ".tmp", "w", encoding="utf-8") as out:
             json.dump(history, out, indent=2)
         os.replace(path + ".tmp", path)

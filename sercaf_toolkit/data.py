@@ -95,6 +95,12 @@ def audio_duration(path):
     return info.frames / info.samplerate
 
 
+def manifest_fields(rows):
+    """The standard manifest columns, then the other fields of ``rows``."""
+    extra = sorted({k for row in rows for k in row} - set(MANIFEST_FIELDS))
+    return MANIFEST_FIELDS + extra
+
+
 def write_manifest(rows, path, fields=None):
     """Writes manifest rows (dicts) to a CSV file, atomically.
 
@@ -108,8 +114,7 @@ def write_manifest(rows, path, fields=None):
         Columns, in order (default: the standard ones, then the rest).
     """
     if fields is None:
-        extra = sorted({k for row in rows for k in row} - set(MANIFEST_FIELDS))
-        fields = MANIFEST_FIELDS + extra
+        fields = manifest_fields(rows)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=fields)

@@ -39,7 +39,15 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.corpora import check_recipe_corpus
-from sercaf_toolkit.data import build_datasets, class_counts, loader_kwargs
+from sercaf_toolkit.corpora.common import check_validation
+from sercaf_toolkit.data import (
+    build_datasets,
+    class_counts,
+    loader_kwargs,
+    manifest_fields,
+    read_manifest,
+    write_manifest,
+)
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import (
@@ -65,6 +73,7 @@ RECIPE_KEYS = frozenset(
         # SERBrain
         "class_weights", "selection_key", "ssl_warmup_steps", "train_logger",
         "lr_annealing", "lr_annealing_ssl", "compile_streams",
+        "validation", "refit",
         # SpeechBrain run options taken from the YAML
         "precision", "skip_nonfinite_grads", "nonfinite_patience",
         "find_unused_parameters", "ckpt_interval_minutes",
@@ -73,7 +82,7 @@ RECIPE_KEYS = frozenset(
 
 # Keys of the merged tree that identify a run: resuming a folder written
 # with other values would load checkpoints that do not fit (or worse, fit).
-IDENTITY_KEYS = ("model", "fold", "ssl_source")
+IDENTITY_KEYS = ("model", "fold", "ssl_source", "validation")
 
 
 class RecipeResult(NamedTuple):
@@ -177,7 +186,7 @@ def write_run_info(hparams, identity, hparams_file, overrides, path):
     info["ssl_source"] = source if isinstance(source, str) else None
     info["fold"] = hparams.get("fold")
     info["hparams_file"] = os.path.abspath(hparams_file)
-    info["overrides"] = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+    info["overrides"] = _overrides_dict(overrides)
     info["identity"] = identity
     split_info = os.path.join(hparams["output_folder"], "split_info.json")
     if os.path.exists(split_info):
@@ -219,7 +228,9 @@ def write_test_outputs(folder, brain):
         "support": summary["support"],
         "labels": labels,
         "confusion_matrix": summary["confusion_matrix"],
-        "selected_on": f"valid {brain.selection_key}",
+        "selected_on": getattr(
+            brain, "selected_on", f"best valid {brain.selection_key}"
+        ),
         "selected_epoch": brain.test_selected_epoch,
     }
     with open(paths["metrics"], "w", encoding="utf-8") as out:
@@ -249,6 +260,61 @@ def write_test_outputs(folder, brain):
     return paths
 
 
+def train(brain_class, hparams, run_opts, validating=True):
+    """Builds the datasets and the Brain, and trains (resuming if it can).
+
+    Returns
+    -------
+    brain, datasets
+    """
+    datasets = build_datasets(hparams, hparams["label_encoder"])
+    hparams["train_class_counts"] = class_counts(
+        hparams["train_csv"], hparams["label_encoder"]
+    )
+    brain = brain_class(
+        modules={"model": hparams["model"]},
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    if hparams.get("compile_streams"):
+        for stream in hparams["model"].streams:
+            stream.compile(dynamic=True)  # in place: state dict keys unchanged
+    brain.fit(
+        hparams["epoch_counter"],
+        datasets["train"],
+        datasets["valid"] if validating else None,
+        train_loader_kwargs=loader_kwargs(
+            hparams, "train_dataloader_opts", datasets["train"], shuffle=True
+        ),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, "valid_dataloader_opts", datasets["valid"], shuffle=False
+        )
+        if validating
+        else {},
+    )
+    return brain, datasets
+
+
+def write_refit_manifests(output_folder, refit_hparams):
+    """The refit's manifests: train+valid speakers train, same test."""
+    os.makedirs(refit_hparams["output_folder"], exist_ok=True)
+    splits = {
+        name: read_manifest(os.path.join(output_folder, f"{name}.csv"))
+        for name in ("train", "valid", "test")
+    }
+    fields = manifest_fields(splits["train"])
+    write_manifest(
+        splits["train"] + splits["valid"], refit_hparams["train_csv"], fields
+    )
+    write_manifest([], refit_hparams["valid_csv"], fields)
+    write_manifest(splits["test"], refit_hparams["test_csv"], fields)
+
+
+def _overrides_dict(overrides):
+    return ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+
+
 def load_recipe(argv, script_dir=None):
     """Parses, merges and checks a recipe's hparams; builds nothing.
 
@@ -264,6 +330,13 @@ def load_recipe(argv, script_dir=None):
     check_overrides(ruamel.yaml.YAML().load(composed), overrides, hparams_file)
     tree = resolve_hparams(hparams_file, overrides)
     check_recipe_corpus(tree)
+    validation = str(tree.get("validation", "group"))
+    check_validation(validation)
+    if tree.get("refit") and validation == "none":
+        raise UserError(
+            "refit: True retrains for the epoch count that validation "
+            "chose; use --validation=speaker or group with it"
+        )
     return hparams_file, run_opts, overrides, composed, tree
 
 
@@ -311,33 +384,34 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         write_run_info(hparams, identity, hparams_file, overrides, info_file)
 
     label_encoder = hparams["label_encoder"]
-    datasets = build_datasets(hparams, label_encoder)
-    hparams["train_class_counts"] = class_counts(
-        hparams["train_csv"], label_encoder
-    )
-    brain = brain_class(
-        modules={"model": hparams["model"]},
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    if hparams.get("compile_streams"):
-        for stream in hparams["model"].streams:
-            stream.compile(dynamic=True)  # in place: state dict keys unchanged
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=loader_kwargs(
-            hparams, "train_dataloader_opts", datasets["train"], shuffle=True
-        ),
-        valid_loader_kwargs=loader_kwargs(
-            hparams, "valid_dataloader_opts", datasets["valid"], shuffle=False
-        ),
-    )
+    validating = hparams.get("validation", "group") != "none"
+    brain, datasets = train(brain_class, hparams, run_opts, validating)
+    if hparams.get("refit"):
+        # Model selection chose the epoch count; training again from the
+        # same initialisation on train+valid speakers uses all the data.
+        epochs = brain.checkpointer.find_checkpoint(
+            max_key=brain.selection_key
+        ).meta["epoch"]
+        hparams = load_hyperpyyaml(
+            composed,
+            {
+                **_overrides_dict(overrides),
+                "output_folder": os.path.join(output_folder, "refit"),
+                "number_of_epochs": epochs,
+            },
+        )
+        run_on_main(write_refit_manifests, args=[output_folder, hparams])
+        label_encoder = hparams["label_encoder"]
+        brain, datasets = train(brain_class, hparams, run_opts, False)
+        brain.selected_on = (
+            f"refit on train+valid speakers for {epochs} epochs (the "
+            f"epoch with the best valid {brain.selection_key})"
+        )
+    elif not validating:
+        brain.selected_on = "last epoch (no validation)"
     brain.evaluate(
         datasets["test"],
-        max_key=brain.selection_key,
+        max_key=brain.selection_key if brain.validating else None,
         test_loader_kwargs=loader_kwargs(
             hparams, "valid_dataloader_opts", datasets["test"], shuffle=False
         ),
@@ -357,8 +431,9 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         print(
             f"Test on unseen speakers: WA {100 * summary['WA']:.1f}  "
             f"UA {100 * summary['UA']:.1f}  F1 {100 * summary['macro_F1']:.1f}"
-            f"  (epoch {brain.test_selected_epoch}, best valid "
-            f"{brain.selection_key})"
+            f"  (epoch {brain.test_selected_epoch}; "
+            + getattr(brain, "selected_on", f"best valid {brain.selection_key}")
+            + ")"
         )
         written["exported model"] = inference_folder
         for name, path in written.items():

@@ -87,12 +87,17 @@ def prepare_casia(
     fold=1,
     strict=False,
     protocol="leave_one_speaker_out",
+    validation="speaker",
 ):
     """Writes the manifest and one leave-one-speaker-out fold's splits.
 
     Fold ``k`` tests on the k-th of liuchanhg, wangzhe, zhaoquanyin,
     zhaozuoxiang and validates on the next one.
+
+    ``validation``: see :func:`~sercaf_toolkit.corpora.common.speaker_folds`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
-    return prepare_fold(rows, save_folder, fold, protocol, groups)
+    return prepare_fold(
+        rows, save_folder, fold, protocol, groups, validation=validation
+    )

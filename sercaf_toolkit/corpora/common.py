@@ -16,12 +16,23 @@ import logging
 import os
 import random
 
-from sercaf_toolkit.data import AudioError, audio_duration, write_manifest
+from sercaf_toolkit.data import (
+    AudioError,
+    audio_duration,
+    manifest_fields,
+    write_manifest,
+)
 from sercaf_toolkit.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 RANDOM_PROTOCOL = "random_speaker_dependent"
+
+# How a fold's validation speakers are chosen from its training pool:
+# "speaker": one speaker of the protocol's validation group (the rest of
+# the group trains); "group": the whole group; "none": no validation (train
+# on every non-test speaker, test the last epoch).
+VALIDATION_POLICIES = ("speaker", "group", "none")
 
 
 class CorpusError(ValueError):
@@ -146,7 +157,16 @@ class ManifestBuilder:
         return differences
 
 
-def speaker_folds(groups, fold, valid="next"):
+def check_validation(validation):
+    """Fails in one line on an unknown validation policy."""
+    if validation not in VALIDATION_POLICIES:
+        raise UserError(
+            f"unknown validation policy {validation!r}; use one of "
+            + ", ".join(VALIDATION_POLICIES)
+        )
+
+
+def speaker_folds(groups, fold, valid="next", validation="group"):
     """Test and validation speakers of one fold of a speaker-group protocol.
 
     Arguments
@@ -156,9 +176,14 @@ def speaker_folds(groups, fold, valid="next"):
     fold : int
         1-based fold number.
     valid : str or list of list of str
-        ``"next"``: validate on the next fold's group (wrapping around), so
-        validation speakers come from the training pool only; or, per fold,
-        an explicit list of validation speakers.
+        The validation group: ``"next"``, the next fold's group (wrapping
+        around), so validation speakers come from the training pool only;
+        or, per fold, an explicit list of validation speakers.
+    validation : str
+        ``"group"``: validate on the whole group; ``"speaker"``: on one
+        speaker of it (the ``fold``-th, cycling, so that folds take turns
+        among a group's speakers), the others train; ``"none"``: no
+        validation speaker.
 
     Returns
     -------
@@ -168,21 +193,37 @@ def speaker_folds(groups, fold, valid="next"):
     -------
     >>> speaker_folds([["a"], ["b"], ["c"]], 3)
     (['c'], ['a'])
+    >>> groups = [["a", "b"], ["c", "d"], ["e", "f"]]
+    >>> speaker_folds(groups, 1, validation="speaker")
+    (['a', 'b'], ['c'])
+    >>> speaker_folds(groups, 2, validation="speaker")
+    (['c', 'd'], ['f'])
+    >>> speaker_folds(groups, 2, validation="none")
+    (['c', 'd'], [])
     """
+    check_validation(validation)
     fold = int(fold)
     if not 1 <= fold <= len(groups):
-        raise ValueError(f"fold must be 1..{len(groups)}, got {fold}")
+        raise UserError(f"--fold={fold} is out of range: use 1..{len(groups)}")
     test = list(groups[fold - 1])
     if valid == "next":
-        return test, list(groups[fold % len(groups)])
-    return test, list(valid[fold - 1])
+        group = list(groups[fold % len(groups)])
+    else:
+        group = list(valid[fold - 1])
+    if validation == "none":
+        return test, []
+    if validation == "speaker":
+        return test, [group[(fold - 1) % len(group)]]
+    return test, group
 
 
 def write_speaker_splits(rows, test_speakers, valid_speakers, save_folder):
     """Writes ``train/valid/test.csv`` with disjoint speakers.
 
     Every speaker in neither list trains. The split is audited: a speaker in
-    two splits, or an empty split, is an error.
+    two splits, or an empty split, is an error (but for an empty
+    ``valid_speakers``, which asks for no validation: ``valid.csv`` then
+    has no rows).
 
     Arguments
     ---------
@@ -212,19 +253,24 @@ def write_speaker_splits(rows, test_speakers, valid_speakers, save_folder):
         "valid": [r for r in rows if r["speaker"] in valid],
         "test": [r for r in rows if r["speaker"] in test],
     }
-    audit_speaker_splits(splits)
+    audit_speaker_splits(splits, allow_empty=() if valid else ("valid",))
+    fields = manifest_fields(rows)  # also for a valid.csv without rows
     for name, split_rows in splits.items():
-        write_manifest(split_rows, os.path.join(save_folder, f"{name}.csv"))
+        write_manifest(
+            split_rows, os.path.join(save_folder, f"{name}.csv"), fields
+        )
     return splits
 
 
-def audit_speaker_splits(splits):
+def audit_speaker_splits(splits, allow_empty=()):
     """Fails if a speaker is in two splits, or if a split is empty.
 
     Arguments
     ---------
     splits : dict
         Split name -> manifest rows with a ``speaker`` field.
+    allow_empty : tuple of str
+        Splits that may be empty (``valid`` without validation).
 
     Example
     -------
@@ -236,7 +282,7 @@ def audit_speaker_splits(splits):
     """
     seen = {}
     for name, rows in splits.items():
-        if not rows:
+        if not rows and name not in allow_empty:
             raise ValueError(f"split {name!r} is empty")
         for speaker in sorted({row["speaker"] for row in rows}):
             if speaker in seen:
@@ -248,7 +294,14 @@ def audit_speaker_splits(splits):
 
 
 def prepare_fold(
-    rows, save_folder, fold, protocol, groups, valid="next", seed=1
+    rows,
+    save_folder,
+    fold,
+    protocol,
+    groups,
+    valid="next",
+    seed=1,
+    validation="group",
 ):
     """Writes ``data.csv``, one fold's splits and ``split_info.json``.
 
@@ -270,9 +323,12 @@ def prepare_fold(
     groups : list of list of str
         Test speaker groups per fold (see :func:`speaker_folds`).
     valid : str or list of list of str
-        Validation rule (see :func:`speaker_folds`).
+        Validation group rule (see :func:`speaker_folds`).
     seed : int
         Seed of the random protocol.
+    validation : str
+        Validation policy (see :data:`VALIDATION_POLICIES`); ``"none"``
+        writes a ``valid.csv`` without rows.
 
     Returns
     -------
@@ -286,7 +342,7 @@ def prepare_fold(
             " train, valid and test; figures are speaker-DEPENDENT",
             RANDOM_PROTOCOL,
         )
-        splits = _random_splits(rows, seed)
+        splits = _random_splits(rows, seed, validation)
         for name, part in splits.items():
             write_manifest(part, os.path.join(save_folder, f"{name}.csv"))
         info = {
@@ -295,7 +351,7 @@ def prepare_fold(
             "speaker_independent": False,
         }
     else:
-        test, valid_speakers = speaker_folds(groups, fold, valid)
+        test, valid_speakers = speaker_folds(groups, fold, valid, validation)
         splits = write_speaker_splits(rows, test, valid_speakers, save_folder)
         info = {
             "protocol": protocol,
@@ -303,8 +359,16 @@ def prepare_fold(
             "speaker_independent": True,
             "test_speakers": test,
             "valid_speakers": valid_speakers,
+            "train_speakers": sorted({r["speaker"] for r in splits["train"]}),
         }
+    info["validation"] = validation
     info["counts"] = {name: len(part) for name, part in splits.items()}
+    # The share of the non-test utterances that trains (1.0 without
+    # validation): what the validation policy costs in training data.
+    info["training_share"] = round(
+        len(splits["train"]) / (len(splits["train"]) + len(splits["valid"])),
+        4,
+    )
     info["skipped"] = list(getattr(rows, "problems", []))
     if info["skipped"]:
         with open(os.path.join(save_folder, "skipped_files.txt"), "w") as out:
@@ -314,10 +378,12 @@ def prepare_fold(
     return splits
 
 
-def _random_splits(rows, seed):
+def _random_splits(rows, seed, validation="group"):
     order = sorted(rows, key=lambda row: row["ID"])
     random.Random(seed).shuffle(order)
     n_test = n_valid = max(1, len(order) // 10)
+    if validation == "none":
+        n_valid = 0
     return {
         "train": order[n_test + n_valid :],
         "valid": order[n_test : n_test + n_valid],

@@ -97,6 +97,7 @@ def prepare_custom(
     n_folds=5,
     strict=False,
     protocol="custom_speaker_folds",
+    validation="speaker",
 ):
     """Writes the manifest and one fold's speaker-independent splits.
 
@@ -114,6 +115,9 @@ def prepare_custom(
         Make skipped rows an error.
     protocol : str
         ``random_speaker_dependent`` splits utterances at random instead.
+    validation : str
+        ``"speaker"`` (one validation speaker), ``"group"`` or ``"none"``:
+        see :func:`sercaf_toolkit.corpora.common.speaker_folds`.
     """
     rows = build_manifest(data_folder, strict)
     if all("fold" in row for row in rows):
@@ -138,4 +142,6 @@ def prepare_custom(
             )
         n_folds = min(n_folds, len(speakers))
         groups = [speakers[i::n_folds] for i in range(n_folds)]
-    return prepare_fold(rows, save_folder, fold, protocol, groups)
+    return prepare_fold(
+        rows, save_folder, fold, protocol, groups, validation=validation
+    )

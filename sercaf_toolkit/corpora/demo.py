@@ -207,7 +207,13 @@ def fold_count(**_):
     return len(SPEAKERS) // 2
 
 
-def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
+def prepare_demo(
+    data_folder,
+    save_folder,
+    fold=1,
+    utterances_per_emotion=10,
+    validation="speaker",
+):
     """Generates the demo corpus if needed and writes one fold's splits.
 
     Four speaker-independent folds: fold ``k`` tests on speaker pair ``k``
@@ -224,6 +230,10 @@ def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
         1 to 4.
     utterances_per_emotion : int
         Utterances per speaker and emotion.
+
+    validation : str
+        ``"speaker"`` (one validation speaker), ``"group"`` or ``"none"``:
+        see :func:`sercaf_toolkit.corpora.common.speaker_folds`.
 
     Returns
     -------
@@ -251,5 +261,10 @@ def prepare_demo(data_folder, save_folder, fold=1, utterances_per_emotion=10):
             gender=gender_letter.upper(),
         )
     return prepare_fold(
-        builder.rows, save_folder, fold, "demo_speaker_pairs", pairs
+        builder.rows,
+        save_folder,
+        fold,
+        "demo_speaker_pairs",
+        pairs,
+        validation=validation,
     )

@@ -111,12 +111,17 @@ def prepare_emodb(
     fold=1,
     strict=False,
     protocol="leave_one_speaker_out",
+    validation="speaker",
 ):
     """Writes the manifest and the splits of one leave-one-speaker-out fold.
 
     Fold ``k`` tests on the k-th speaker of ``03 08 09 10 11 12 13 14 15
     16`` and validates on the next one.
+
+    ``validation``: see :func:`~sercaf_toolkit.corpora.common.speaker_folds`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
-    return prepare_fold(rows, save_folder, fold, protocol, groups)
+    return prepare_fold(
+        rows, save_folder, fold, protocol, groups, validation=validation
+    )

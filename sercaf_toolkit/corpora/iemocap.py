@@ -163,6 +163,7 @@ def prepare_iemocap(
     fold=1,
     protocol="leave_one_session_out",
     strict=False,
+    validation="speaker",
 ):
     """Writes the manifest and one fold's speaker-independent splits.
 
@@ -178,6 +179,9 @@ def prepare_iemocap(
         One of :data:`PROTOCOLS`, or ``random_speaker_dependent``.
     strict : bool
         Make skipped files and unknown counts an error.
+    validation : str
+        ``"speaker"`` (one validation speaker), ``"group"`` or ``"none"``:
+        see :func:`sercaf_toolkit.corpora.common.speaker_folds`.
     """
     rows = build_manifest(data_folder, strict)
     speakers = [f"Ses{s:02d}{g}" for s in SESSIONS for g in "FM"]
@@ -185,6 +189,16 @@ def prepare_iemocap(
         groups = [[speaker] for speaker in speakers]
         # Validation: the other speaker of the test speaker's session.
         valid = [[speakers[i ^ 1]] for i in range(len(speakers))]
-        return prepare_fold(rows, save_folder, fold, protocol, groups, valid)
+        return prepare_fold(
+            rows,
+            save_folder,
+            fold,
+            protocol,
+            groups,
+            valid,
+            validation=validation,
+        )
     groups = [speakers[i : i + 2] for i in range(0, len(speakers), 2)]
-    return prepare_fold(rows, save_folder, fold, protocol, groups)
+    return prepare_fold(
+        rows, save_folder, fold, protocol, groups, validation=validation
+    )

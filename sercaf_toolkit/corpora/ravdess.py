@@ -100,9 +100,19 @@ def fold_count(protocol="actor_folds_6", **_):
 
 
 def prepare_ravdess(
-    data_folder, save_folder, fold=1, strict=False, protocol="actor_folds_6"
+    data_folder,
+    save_folder,
+    fold=1,
+    strict=False,
+    protocol="actor_folds_6",
+    validation="speaker",
 ):
-    """Writes the manifest and the splits of one of the 6 actor folds."""
+    """Writes the manifest and the splits of one of the 6 actor folds.
+
+    ``validation``: see :func:`~sercaf_toolkit.corpora.common.speaker_folds`.
+    """
     rows = build_manifest(data_folder, strict)
     groups = [[actor_name(a) for a in fold_actors] for fold_actors in FOLDS]
-    return prepare_fold(rows, save_folder, fold, protocol, groups)
+    return prepare_fold(
+        rows, save_folder, fold, protocol, groups, validation=validation
+    )
