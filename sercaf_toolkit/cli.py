@@ -8,12 +8,107 @@
     sercaf attention MODEL_DIR AUDIO [--out attention.png] [--json FILE]
     sercaf table CV_SUMMARY [CV_SUMMARY ...] [--out results.md]
 
+A mistake in the command (a missing file, an option out of range) ends in
+one line, ``sercaf: error: ...``, and exit status 2, before any model is
+loaded or any file written. Other exceptions are bugs and keep their
+traceback; ``--debug`` (or ``SERCAF_DEBUG=1``) shows one for mistakes too.
+
 Authors
  * sercaf-toolkit developers 2026
 """
 
 import argparse
+import os
 import sys
+
+from sercaf_toolkit.errors import UserError
+
+# Heavy modules (torch, SpeechBrain) are imported inside the subcommands,
+# after the arguments are checked: a mistake is reported in a blink.
+
+
+def plural(count, word, words=None):
+    """``count`` and ``word``, with the plural form unless count is 1.
+
+    Example
+    -------
+    >>> plural(1, "file"), plural(2, "file"), plural(0, "fold")
+    ('1 file', '2 files', '0 folds')
+    """
+    return f"{count} {word if count == 1 else words or word + 's'}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage mistake on one line, as every other mistake is."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+def _debug_option(parser):
+    # SUPPRESS: a subcommand's --debug sets the flag but, when absent,
+    # does not overwrite the one given before the subcommand.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks for mistakes too (or set SERCAF_DEBUG=1)",
+    )
+
+
+def _existing_file(path, what, fix):
+    if not os.path.isfile(path):
+        state = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise UserError(f"{what} {path} {state}; {fix}")
+
+
+def _writable_target(path, option):
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UserError(
+            f"{option} {path}: folder {folder} does not exist; create it "
+            "or choose another path"
+        )
+    if not os.access(folder, os.W_OK):
+        raise UserError(
+            f"{option} {path}: folder {folder} is not writable; choose "
+            "another path"
+        )
+
+
+def _check_model_dir(model_dir):
+    if not os.path.isdir(model_dir):
+        raise UserError(
+            f"model folder {model_dir} does not exist; give a model folder "
+            "such as a recipe's .../inference/"
+        )
+    if not os.path.isfile(os.path.join(model_dir, "hyperparams.yaml")):
+        raise UserError(
+            f"{model_dir} is not a model folder (no hyperparams.yaml); give "
+            "a model folder such as a recipe's .../inference/"
+        )
+
+
+def _check_device(device):
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(
+            f"--device {device}: unknown device; give cpu, cuda or cuda:N"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"--device {device}: no CUDA GPU is available; use --device cpu"
+        )
+
+
+# cv ----------------------------------------------------------------------
 
 
 def _cv_parser(subparsers):
@@ -36,14 +131,63 @@ def _cv_parser(subparsers):
         "--folds", help="folds to run, e.g. 1-3,5 (default: all)"
     )
     parser.add_argument(
-        "--output-root", help="default: results/cv/<recipe folder name>"
+        "--output-root",
+        help="where results go (default: results/cv/<recipe folder name>)",
     )
     parser.add_argument(
         "--gpus",
         help="comma-separated GPU indices for one fold per GPU "
         "(default: all visible GPUs when there are several)",
     )
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 1986,1987,1988: every fold runs "
+        "under each; tables add the spread over seeds (default: the "
+        "recipe's seed)",
+    )
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run again the folds that finished with another hparams file "
+        "or other overrides (default: refuse them, naming the setting)",
+    )
+    _debug_option(parser)
+    parser.set_defaults(func=_cv)
     return parser
+
+
+def _cv(args):
+    # CrossValidation checks the recipe, the hparams files (in the working
+    # directory, then in the recipe), folds, seeds and finished runs.
+    gpus = None
+    if args.gpus is not None:
+        try:
+            gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
+        except ValueError:
+            raise UserError(
+                f"--gpus {args.gpus}: not GPU indices; give e.g. --gpus 0,1"
+            ) from None
+
+    from sercaf_toolkit.cv import CrossValidation
+
+    cv = CrossValidation(
+        args.recipe,
+        args.hparams,
+        output_root=args.output_root,
+        folds=args.folds,
+        overrides=args.overrides,
+        gpus=gpus,
+        seeds=args.seeds,
+        rerun=args.rerun,
+    )
+    summary = cv.run()
+    print(f"[sercaf cv] wrote {cv.output_root}/cv_summary.json and results.md")
+    with open(f"{cv.output_root}/results.md", encoding="utf-8") as table:
+        print(table.read())
+    return 1 if summary["failed"] else 0
+
+
+# predict -----------------------------------------------------------------
 
 
 def _predict_parser(subparsers):
@@ -54,38 +198,107 @@ def _predict_parser(subparsers):
             "Labels audio with an EncoderClassifier-compatible model folder. "
             "Recordings longer than --long-threshold seconds get an emotion "
             "timeline from overlapping windows. A file that cannot be read "
-            "gets a row with its error; the exit status is 1 if any failed."
+            "gets a row with its error; the exit status is 1 if any failed. "
+            "Relative paths in list files start from the current folder."
         ),
     )
     parser.add_argument(
         "model_dir", help="model folder (e.g. a recipe's inference/)"
     )
     parser.add_argument(
-        "inputs", nargs="+", help="audio files, folders, or .txt lists of paths"
+        "inputs",
+        nargs="+",
+        help="audio files, folders (searched recursively), or .txt/.lst/"
+        ".list/.scp files listing one path per line",
     )
     parser.add_argument(
-        "--out", help="results .csv or .json (default: CSV on stdout)"
+        "--out",
+        metavar="FILE",
+        help="results .csv or .json (default: CSV on stdout)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--device", default="cpu", help="cpu, cuda, cuda:1, ..."
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=8,
+        help="files (or windows) per forward pass (default: %(default)s)",
     )
-    parser.add_argument("--window", type=float, default=4.0, help="seconds")
-    parser.add_argument("--hop", type=float, default=2.0, help="seconds")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        metavar="SEC",
+        default=4.0,
+        help="timeline window length, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--hop",
+        type=float,
+        metavar="SEC",
+        default=2.0,
+        help="timeline window shift, seconds (default: %(default)s)",
+    )
     parser.add_argument(
         "--long-threshold",
         type=float,
+        metavar="SEC",
         default=30.0,
-        help="recordings longer than this many seconds get a timeline",
+        help="recordings longer than this many seconds get a timeline "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--plot", help="PNG of class probabilities over time")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="PNG of class probabilities over time of the recordings "
+        "longer than --long-threshold",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bars"
+    )
+    _debug_option(parser)
+    parser.set_defaults(func=_predict)
     return parser
 
 
+def _check_predict_args(args):
+    _check_model_dir(args.model_dir)
+    if args.batch_size < 1:
+        raise UserError(
+            f"--batch-size {args.batch_size}: give a positive number"
+        )
+    if not 0 < args.hop <= args.window:
+        raise UserError(
+            f"--window {args.window} --hop {args.hop}: need "
+            "0 < hop <= window (seconds)"
+        )
+    if args.long_threshold < 0:
+        raise UserError(
+            f"--long-threshold {args.long_threshold}: give 0 seconds or more"
+        )
+    for option, target in (("--out", args.out), ("--plot", args.plot)):
+        if target is not None:
+            _writable_target(target, option)
+    _check_device(args.device)
+
+
 def _predict(args):
+    _check_predict_args(args)
+    from sercaf_toolkit.inference import expand_inputs
+
+    # Reads the list files now, so that a bad one stops us before the
+    # model loads.
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise UserError(
+            f"no audio files in {' '.join(args.inputs)}; give audio files, "
+            "folders holding some, or lists of paths"
+        )
+
     from sercaf_toolkit.inference import EmotionPredictor, write_records
-    from sercaf_toolkit.plots import plot_timelines
 
     predictor = EmotionPredictor(
         args.model_dir,
@@ -96,16 +309,16 @@ def _predict(args):
         long_threshold=args.long_threshold,
     )
     records, report = predictor.predict(
-        args.inputs, progress=not args.no_progress
+        paths, progress=not args.no_progress, expand=False
     )
     write_records(records, args.out)
     if args.plot:
-        plot_timelines(report["windows"], predictor.labels, args.plot)
+        _plot_timelines(args, records, report, predictor.labels)
     rtf = report["real_time_factor"]
     print(
-        f"[sercaf predict] {report['files']} files, {report['failures']} "
-        f"failed, {report['audio_seconds']:.1f} s of audio in "
-        f"{report['wall_seconds']:.1f} s (real-time factor "
+        f"[sercaf predict] {plural(report['files'], 'file')}, "
+        f"{report['failures']} failed, {report['audio_seconds']:.1f} s of "
+        f"audio in {report['wall_seconds']:.1f} s (real-time factor "
         + (f"{rtf:.3f})" if rtf is not None else "n/a)"),
         file=sys.stderr,
     )
@@ -113,6 +326,31 @@ def _predict(args):
         if record["error"]:
             print(f"[sercaf predict] error: {record['error']}", file=sys.stderr)
     return 1 if report["failures"] else 0
+
+
+def _plot_timelines(args, records, report, labels):
+    windows = report["windows"]
+    if not windows:
+        # Not a failure: the labels are written; only the picture has
+        # nothing to show.
+        print(
+            f"[sercaf predict] no plot written: no recording was longer "
+            f"than --long-threshold {args.long_threshold:g} s (longest: "
+            f"{report['longest_seconds']:.1f} s); lower --long-threshold "
+            "to get timelines",
+            file=sys.stderr,
+        )
+        return
+    from sercaf_toolkit.plots import plot_timelines
+
+    segments = {path: [] for path in windows}
+    for record in records:
+        if record["path"] in segments:
+            segments[record["path"]].append(record)
+    plot_timelines(windows, labels, args.plot, segments_by_path=segments)
+
+
+# attention ---------------------------------------------------------------
 
 
 def _attention_parser(subparsers):
@@ -128,18 +366,39 @@ def _attention_parser(subparsers):
         "model_dir", help="model folder (e.g. a recipe's inference/)"
     )
     parser.add_argument("audio", help="one audio file")
-    parser.add_argument("--out", default="attention.png", help="PNG to write")
+    parser.add_argument(
+        "--out",
+        default="attention.png",
+        help="PNG to write (default: %(default)s)",
+    )
     parser.add_argument("--json", help="also write the maps as JSON")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
+    )
+    _debug_option(parser)
+    parser.set_defaults(func=_attention)
     return parser
 
 
 def _attention(args):
+    _check_model_dir(args.model_dir)
+    for option, target in (("--out", args.out), ("--json", args.json)):
+        if target is not None:
+            _writable_target(target, option)
+    _check_device(args.device)
+
     import json
 
-    from sercaf_toolkit.inference import EmotionPredictor
+    from sercaf_toolkit.data import AudioError
+    from sercaf_toolkit.inference import EmotionPredictor, read_checked
     from sercaf_toolkit.plots import plot_attention_maps
 
+    try:  # before the model loads: a bad file is the user's to fix
+        read_checked(args.audio)
+    except AudioError as error:
+        raise UserError(f"{error}; give a readable audio file") from error
     predictor = EmotionPredictor(args.model_dir, device=args.device)
     result = predictor.attention(args.audio)
     plot_attention_maps(
@@ -160,6 +419,9 @@ def _attention(args):
     return 0
 
 
+# table -------------------------------------------------------------------
+
+
 def _table_parser(subparsers):
     parser = subparsers.add_parser(
         "table",
@@ -167,10 +429,18 @@ def _table_parser(subparsers):
     )
     parser.add_argument("summaries", nargs="+", help="cv_summary.json files")
     parser.add_argument("--out", help="Markdown file (default: stdout)")
+    _debug_option(parser)
+    parser.set_defaults(func=_table)
     return parser
 
 
 def _table(args):
+    for summary in args.summaries:
+        _existing_file(
+            summary, "summary", "give the cv_summary.json of a sercaf cv run"
+        )
+    if args.out is not None:
+        _writable_target(args.out, "--out")
     from sercaf_toolkit.results import merge_summaries, results_table
 
     table = results_table(merge_summaries(args.summaries))
@@ -182,50 +452,57 @@ def _table(args):
     return 0
 
 
+# main --------------------------------------------------------------------
+
+
+def build_parser():
+    """The ``sercaf`` argument parser; each subcommand sets ``func``."""
+    parser = _Parser(prog="sercaf", description="sercaf-toolkit command line")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks for mistakes too (or set SERCAF_DEBUG=1)",
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND"
+    )
+    for add in (_cv_parser, _predict_parser, _attention_parser, _table_parser):
+        add(subparsers)
+    return parser
+
+
 def main(argv=None):
-    """Entry point of the ``sercaf`` console script."""
+    """Entry point of the ``sercaf`` console script.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``); those after ``--`` are
+        recipe overrides for ``sercaf cv``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 1 some files or folds failed, 2 a mistake
+        in the command (reported on one line of stderr).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     overrides = []
     if "--" in argv:
         split = argv.index("--")
         argv, overrides = argv[:split], argv[split + 1 :]
-    parser = argparse.ArgumentParser(
-        prog="sercaf", description="sercaf-toolkit command line"
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    _cv_parser(subparsers)
-    _predict_parser(subparsers)
-    _attention_parser(subparsers)
-    _table_parser(subparsers)
-    args = parser.parse_args(argv)
-    if args.command == "table":
-        return _table(args)
-    if args.command == "attention":
-        return _attention(args)
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "cv":
-        from sercaf_toolkit.cv import CrossValidation
-
-        gpus = None
-        if args.gpus is not None:
-            gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
-        cv = CrossValidation(
-            args.recipe,
-            args.hparams,
-            output_root=args.output_root,
-            folds=args.folds,
-            overrides=overrides,
-            gpus=gpus,
-        )
-        summary = cv.run()
-        print(
-            f"[sercaf cv] wrote {cv.output_root}/cv_summary.json and results.md"
-        )
-        with open(f"{cv.output_root}/results.md", encoding="utf-8") as table:
-            print(table.read())
-        return 1 if summary["failed"] else 0
-    return 2
+    args = build_parser().parse_args(argv)
+    args.overrides = overrides
+    debug = args.debug or os.environ.get("SERCAF_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except UserError as error:
+        if debug:
+            raise
+        # One line, whatever the message holds.
+        message = " ".join(str(error).split())
+        print(f"sercaf: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

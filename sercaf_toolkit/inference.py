@@ -15,6 +15,7 @@ Authors
 import csv
 import json
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ import soundfile
 import torch
 
 from sercaf_toolkit.data import AudioError, read_audio
+from sercaf_toolkit.errors import UserError
 
 SAMPLE_RATE = 16000
 LIST_EXTENSIONS = (".txt", ".lst", ".list", ".scp")
@@ -36,10 +38,18 @@ def audio_extensions():
 def expand_inputs(inputs):
     """Files, folders (searched recursively) and path lists -> file paths.
 
-    A ``.txt``/``.lst``/``.list``/``.scp`` file lists one path per line
-    (relative paths are relative to the list). Folders contribute files
-    whose extension soundfile reads; files named directly are always kept
-    (a bad one then gets an error row rather than vanishing).
+    A ``.txt``/``.lst``/``.list``/``.scp`` file lists one path per line;
+    blank lines and lines starting with ``#`` are skipped. Relative paths
+    in a list are relative to the current folder, as ``ls > list.txt``
+    writes them, not to the list's folder, and are returned as written.
+    Folders contribute files whose extension soundfile reads; files named
+    directly are always kept (a bad one then gets an error row rather than
+    vanishing).
+
+    Raises
+    ------
+    UserError
+        When a list file cannot be read.
 
     Example
     -------
@@ -48,10 +58,16 @@ def expand_inputs(inputs):
     >>> (root / "a" / "b").mkdir(parents=True)
     >>> for name in ("a/x.wav", "a/b/y.flac", "a/notes.md"):
     ...     _ = (root / name).write_bytes(b"")
-    >>> _ = (root / "list.txt").write_text("a/x.wav\\n\\n")
-    >>> found = expand_inputs([root / "a", root / "list.txt"])
-    >>> [os.path.relpath(path, root) for path in found]
+    >>> _ = (root / "a" / "list.txt").write_text("a/x.wav\\n\\n# a note\\n")
+    >>> here = os.getcwd()
+    >>> os.chdir(root)
+    >>> expand_inputs(["a", "a/list.txt"])
     ['a/b/y.flac', 'a/x.wav', 'a/x.wav']
+    >>> expand_inputs(["missing.txt"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: list file missing.txt: cannot read ...
+    >>> os.chdir(here)
     """
     extensions = audio_extensions()
     paths = []
@@ -66,15 +82,195 @@ def expand_inputs(inputs):
                 ]
             paths += sorted(found)
         elif item.lower().endswith(LIST_EXTENSIONS):
-            base = os.path.dirname(os.path.abspath(item))
-            with open(item, encoding="utf-8") as listing:
-                for line in listing:
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        paths.append(os.path.join(base, line))
+            paths += _read_list(item)
         else:
             paths.append(item)
     return paths
+
+
+def _read_list(path):
+    try:
+        with open(path, encoding="utf-8") as listing:
+            lines = [line.strip() for line in listing]
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UserError(
+            f"list file {path}: cannot read it ({reason}); give a text "
+            "file with one audio path per line"
+        ) from error
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+# WAVE format tags whose frames all take ``block_align`` bytes (PCM, float,
+# A-law, mu-law, extensible); other (compressed) tags are compared in bytes.
+_FIXED_FRAME_TAGS = {1, 3, 6, 7, 0xFFFE}
+# Data sizes that streaming writers leave when they cannot seek back.
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF}
+# Bytes per sample of the AU encodings (mu-law, 8/16/24/32-bit, float,
+# double, A-law).
+_AU_WIDTHS = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}
+
+
+def truncation(path):
+    """What a cut file's header promises against what it holds, or None.
+
+    libsndfile reads a WAV, AIFF or AU file cut short as far as its data
+    go: a file that lost most of its bytes would be labelled like a short
+    recording. This compares the audio data the header announces with the
+    bytes after the data offset. Other formats, and headers too short to
+    tell, give None: their decoders fail on missing data themselves.
+
+    Arguments
+    ---------
+    path : str
+        An audio file.
+
+    Returns
+    -------
+    str or None
+        ``"truncated: header says N frames, file holds M"`` (bytes instead
+        of frames for compressed WAV data), or None when the file holds
+        what its header says or the header does not say.
+
+    Example
+    -------
+    >>> import tempfile, numpy
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, numpy.zeros(16000), 16000, subtype="PCM_16")
+    >>> truncation(path) is None
+    True
+    >>> with open(path, "r+b") as wav:
+    ...     _ = wav.truncate(44 + 3000)  # header and 1500 16-bit frames
+    >>> truncation(path)
+    'truncated: header says 16000 frames, file holds 1500'
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as source:
+            head = source.read(24)
+            if len(head) < 24:
+                return None
+            for reader in (_wav_data, _aiff_data, _au_data):
+                found = reader(source, head, size)
+                if found is not None:
+                    declared, held, unit = found
+                    if declared <= held:
+                        return None
+                    return (
+                        f"truncated: header says {declared} {unit}, "
+                        f"file holds {held}"
+                    )
+    except (OSError, struct.error):
+        return None  # the decoder reports unreadable files
+    return None
+
+
+def _in_units(declared_bytes, held_bytes, frame_bytes):
+    held_bytes = max(held_bytes, 0)
+    if not frame_bytes:
+        return declared_bytes, held_bytes, "bytes of audio data"
+    return declared_bytes // frame_bytes, held_bytes // frame_bytes, "frames"
+
+
+def _chunks(source, order, size, start=12):
+    """(id, length, position) of the RIFF/IFF chunks from ``start``."""
+    position = start
+    while position + 8 <= size:
+        source.seek(position)
+        chunk, length = struct.unpack(order + "4sI", source.read(8))
+        yield chunk, length, position
+        position += 8 + length + (length & 1)  # chunks are word aligned
+
+
+def _wav_data(source, head, size):
+    riff = head[:4]
+    if riff not in (b"RIFF", b"RIFX", b"RF64", b"BW64"):
+        return None
+    if head[8:12] != b"WAVE":
+        return None
+    order = ">" if riff == b"RIFX" else "<"
+    tag = block = long_size = None
+    for chunk, length, position in _chunks(source, order, size):
+        if chunk == b"ds64":  # RF64: the real sizes, 64-bit
+            long_size = struct.unpack("<QQ", source.read(16))[1]
+        elif chunk == b"fmt ":
+            tag, _, _, _, block = struct.unpack(
+                order + "HHIIH", source.read(14)
+            )
+        elif chunk == b"data":
+            if length == 0xFFFFFFFF and long_size is not None:
+                length = long_size
+            elif length in _UNKNOWN_SIZES:
+                return None
+            fixed = block if tag in _FIXED_FRAME_TAGS else None
+            return _in_units(length, size - position - 8, fixed)
+    return None
+
+
+def _aiff_data(source, head, size):
+    if head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
+        return None
+    frames = frame_bytes = data_start = None
+    for chunk, _, position in _chunks(source, ">", size):
+        if chunk == b"COMM":
+            body = source.read(22)
+            channels, frames, bits = struct.unpack(">hIh", body[:8])
+            kind = body[18:22] if head[8:12] == b"AIFC" else b"NONE"
+            width = {b"fl32": 4, b"FL32": 4, b"fl64": 8, b"FL64": 8}.get(
+                kind,
+                (bits + 7) // 8 if kind in (b"NONE", b"sowt", b"twos") else 0,
+            )
+            frame_bytes = channels * width
+        elif chunk == b"SSND":
+            offset = struct.unpack(">I", source.read(4))[0]
+            data_start = position + 16 + offset
+    if frames is None or not frame_bytes or data_start is None:
+        return None
+    return frames, max(size - data_start, 0) // frame_bytes, "frames"
+
+
+def _au_data(source, head, size):
+    if head[:4] not in (b".snd", b"dns."):
+        return None
+    order = ">" if head[:4] == b".snd" else "<"
+    offset, length, encoding, _, channels = struct.unpack(
+        order + "5I", head[4:24]
+    )
+    if length == 0xFFFFFFFF:
+        return None
+    width = _AU_WIDTHS.get(encoding, 0)
+    return _in_units(length, size - offset, width * channels)
+
+
+def read_checked(path, sample_rate=SAMPLE_RATE):
+    """:func:`~sercaf_toolkit.data.read_audio` with two more checks.
+
+    A missing file's message says where it was looked for, and a file
+    whose header promises more than it holds (see :func:`truncation`) is
+    refused rather than read as a short recording.
+
+    Raises
+    ------
+    AudioError
+        When the file is missing, truncated, unreadable, empty or holds
+        non-finite samples; the message names the file.
+    """
+    if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise AudioError(f"{path}: a folder, not an audio file")
+        hint = (
+            ""
+            if os.path.isabs(path)
+            else " (relative paths, in list files too, start from the "
+            "current folder)"
+        )
+        raise AudioError(
+            f"{path}: file not found: looked for {os.path.abspath(path)}" + hint
+        )
+    problem = truncation(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
+    return read_audio(path, sample_rate)
 
 
 def window_spans(duration, window, hop):
@@ -237,12 +433,13 @@ class EmotionPredictor:
             m for m in model.modules() if isinstance(m, CrossAttentionFusion)
         ]
         if not fusions:
-            raise ValueError(
-                "the model has no CrossAttentionFusion block: "
-                "no attention to show"
+            raise UserError(
+                "the model has no CrossAttentionFusion block, so no "
+                "cross-attention to show; give a model that fuses its "
+                "streams with CrossAttentionFusion"
             )
         fusion = fusions[0]
-        wav = read_audio(path, SAMPLE_RATE).to(self.classifier.device)
+        wav = read_checked(path).to(self.classifier.device)
         fusion.keep_attention = True
         try:
             log_probs = model.log_probabilities(wav.unsqueeze(0))
@@ -309,7 +506,7 @@ class EmotionPredictor:
         records = [self._record(path, a, b, p) for a, b, _, p in segments]
         return records, windows
 
-    def predict(self, inputs, progress=False):
+    def predict(self, inputs, progress=False, expand=True):
         """Labels every input; a bad file gets an error record.
 
         Arguments
@@ -318,6 +515,10 @@ class EmotionPredictor:
             Files, folders and path lists (see :func:`expand_inputs`).
         progress : bool
             Show a progress bar.
+        expand : bool
+            Expand folders and lists; ``False``: ``inputs`` are already
+            the files (as :func:`expand_inputs` returned them), each taken
+            as it is.
 
         Returns
         -------
@@ -326,15 +527,16 @@ class EmotionPredictor:
             score, prob_<class>..., error``; ``error`` is empty on success.
         report : dict
             ``files``, ``failures``, ``audio_seconds``, ``wall_seconds``,
-            ``real_time_factor`` and ``windows`` (raw per-window records
-            of long recordings, by path).
+            ``real_time_factor``, ``longest_seconds`` (the longest
+            recording read, 0 if none) and ``windows`` (raw per-window
+            records of long recordings, by path).
         """
         began = time.time()
-        paths = expand_inputs(inputs)
+        paths = expand_inputs(inputs) if expand else [str(p) for p in inputs]
         waveforms, records_by_path, windows_by_path = {}, {}, {}
         for path in _progress(paths, progress, "reading"):
             try:
-                waveforms[path] = read_audio(path, SAMPLE_RATE)
+                waveforms[path] = read_checked(path)
             except AudioError as error:
                 records_by_path[path] = [
                     self._record(path, 0.0, 0.0, None, str(error))
@@ -364,6 +566,9 @@ class EmotionPredictor:
             "audio_seconds": audio,
             "wall_seconds": wall,
             "real_time_factor": wall / audio if audio else None,
+            "longest_seconds": max(
+                (len(w) / SAMPLE_RATE for w in waveforms.values()), default=0.0
+            ),
             "windows": windows_by_path,
         }
         return records, report

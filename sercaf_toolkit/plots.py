@@ -23,21 +23,26 @@ def _pyplot():
 def _save(figure, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    # "tight" keeps what sits outside the axes (legends) in the picture.
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     _pyplot().close(figure)
     return path
 
 
-def plot_training_curves(history, path):
-    """Loss, WA and UA per epoch, training and validation.
+def plot_training_curves(history, path, selected_epoch=None):
+    """Loss, WA, UA (and F1 when recorded) per epoch, train and valid.
 
     Arguments
     ---------
     history : dict or str
         ``{epoch: {"train": {...}, "valid": {...}}}`` (as SERBrain writes
-        to ``history.json``), or the path of such a JSON file.
+        to ``history.json``), or the path of such a JSON file. A panel for
+        ``F1`` is added when any epoch records it.
     path : str
         The PNG to write.
+    selected_epoch : int, optional
+        The epoch whose checkpoint was kept: a dashed line on every panel,
+        with its validation value marked.
 
     Example
     -------
@@ -49,14 +54,26 @@ def plot_training_curves(history, path):
     >>> out = plot_training_curves(history, tempfile.mktemp(suffix=".png"))
     >>> open(out, "rb").read(4)
     b'\\x89PNG'
+    >>> out = plot_training_curves(
+    ...     history, tempfile.mktemp(suffix=".png"), selected_epoch=2
+    ... )
     """
     if isinstance(history, str):
         with open(history, encoding="utf-8") as source:
             history = json.load(source)
     epochs = sorted(history, key=int)
+    keys = ["loss", "WA", "UA"]
+    if any(
+        "F1" in history[e].get(stage, {})
+        for e in epochs
+        for stage in ("train", "valid")
+    ):
+        keys.append("F1")
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for axis, key in zip(axes, ("loss", "WA", "UA")):
+    figure, axes = plt.subplots(
+        1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False
+    )
+    for axis, key in zip(axes[0], keys):
         for stage, style in (("train", "-o"), ("valid", "-s")):
             values = [history[e].get(stage, {}).get(key) for e in epochs]
             points = [
@@ -64,16 +81,35 @@ def plot_training_curves(history, path):
             ]
             if points:
                 axis.plot(*zip(*points), style, label=stage, markersize=3)
+        if selected_epoch is not None:
+            _mark_selected(axis, history, int(selected_epoch), key)
         axis.set_title(key)
         axis.set_xlabel("epoch")
         if key != "loss":
             axis.set_ylim(0, 1)
-        axis.legend()
+        axis.legend(fontsize=8, loc="best")
     return _save(figure, path)
 
 
+def _mark_selected(axis, history, epoch, key):
+    axis.axvline(
+        epoch,
+        color="0.35",
+        linestyle="--",
+        linewidth=1,
+        label=f"selected (epoch {epoch})",
+    )
+    row = next((v for e, v in history.items() if int(e) == epoch), {})
+    value = row.get("valid", {}).get(key)
+    if value is not None:
+        axis.plot([epoch], [value], "*", color="0.1", markersize=10)
+
+
 def plot_confusion_matrix(confusion, labels, path, title=""):
-    """A confusion matrix normalised by true class (rows sum to 1).
+    """A confusion matrix normalised by true class, with the counts.
+
+    Each cell shows its fraction of the true class (rows sum to 1; the
+    colour) and, below it, its count.
 
     Arguments
     ---------
@@ -85,12 +121,22 @@ def plot_confusion_matrix(confusion, labels, path, title=""):
         The PNG to write.
     title : str
         Title of the picture.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = plot_confusion_matrix(
+    ...     [[25, 5], [2, 18]], ["calm", "tense"],
+    ...     tempfile.mktemp(suffix=".png"),
+    ... )
+    >>> open(out, "rb").read(4)
+    b'\\x89PNG'
     """
     import numpy as np
 
     counts = np.asarray(confusion, dtype=float)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = 1.2 + 0.7 * len(labels)
+    size = 1.2 + 0.8 * len(labels)
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(size + 1.5, size))
     image = axis.imshow(rates, vmin=0, vmax=1, cmap="Blues")
@@ -103,18 +149,24 @@ def plot_confusion_matrix(confusion, labels, path, title=""):
             axis.text(
                 j,
                 i,
-                f"{rates[i, j]:.2f}",
+                f"{rates[i, j]:.2f}\n({int(round(counts[i, j]))})",
                 ha="center",
                 va="center",
                 color="white" if rates[i, j] > 0.5 else "black",
-                fontsize=8,
+                fontsize=8 if len(labels) <= 6 else 6,
             )
-    figure.colorbar(image, ax=axis, label="fraction of true class")
+    figure.colorbar(
+        image, ax=axis, label="fraction of true class (count below)"
+    )
     axis.set_title(title)
     return _save(figure, path)
 
 
-def plot_timelines(windows_by_path, labels, path):
+# Where the band of merged segments sits, below the probabilities.
+_BAND = (-0.2, 0.14)
+
+
+def plot_timelines(windows_by_path, labels, path, segments_by_path=None):
     """Class probabilities over time, one panel per recording.
 
     Arguments
@@ -126,26 +178,112 @@ def plot_timelines(windows_by_path, labels, path):
         Class names.
     path : str
         The PNG to write.
+    segments_by_path : dict, optional
+        Recording -> its merged timeline records (``start``, ``end``,
+        ``label``), drawn as a band of labelled, coloured segments below
+        the curves.
+
+    Raises
+    ------
+    ValueError
+        When ``windows_by_path`` is empty: there is nothing to draw.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> windows = [
+    ...     {"start": 0.0, "end": 4.0, "prob_calm": 0.9, "prob_tense": 0.1},
+    ...     {"start": 2.0, "end": 6.0, "prob_calm": 0.2, "prob_tense": 0.8},
+    ... ]
+    >>> segments = [
+    ...     {"start": 0.0, "end": 3.0, "label": "calm"},
+    ...     {"start": 3.0, "end": 6.0, "label": "tense"},
+    ... ]
+    >>> out = plot_timelines(
+    ...     {"a.wav": windows}, ["calm", "tense"],
+    ...     tempfile.mktemp(suffix=".png"), {"a.wav": segments},
+    ... )
+    >>> open(out, "rb").read(4)
+    b'\\x89PNG'
     """
     items = list(windows_by_path.items())
     if not items:
         raise ValueError("no recording long enough for a timeline to plot")
+    segments_by_path = segments_by_path or {}
+    colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
     plt = _pyplot()
     figure, axes = plt.subplots(
-        len(items), 1, figsize=(10, 2.6 * len(items)), squeeze=False
+        len(items), 1, figsize=(10, 2.8 * len(items)), squeeze=False
     )
     for axis, (name, windows) in zip(axes[:, 0], items):
         centres = [(w["start"] + w["end"]) / 2 for w in windows]
         for label in labels:
             axis.plot(
-                centres, [w[f"prob_{label}"] for w in windows], label=label
+                centres,
+                [w[f"prob_{label}"] for w in windows],
+                label=label,
+                color=colours[label],
             )
         axis.set_ylim(0, 1)
+        segments = segments_by_path.get(name)
+        if segments:
+            _draw_band(axis, segments, colours)
+        axis.set_yticks([0, 0.5, 1])
         axis.set_ylabel("probability")
         axis.set_title(os.path.basename(name), fontsize=9)
     axes[-1, 0].set_xlabel("time (s, window centre)")
-    axes[0, 0].legend(loc="upper right", ncol=min(len(labels), 4), fontsize=8)
+    # Outside, right of the top panel: the legend never hides a curve.
+    axes[0, 0].legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        fontsize=8,
+        title="class",
+        title_fontsize=8,
+    )
     return _save(figure, path)
+
+
+def _draw_band(axis, segments, colours):
+    """The merged segments as a labelled strip below the curves."""
+    from matplotlib.transforms import blended_transform_factory
+
+    bottom, height = _BAND
+    duration = max(s["end"] for s in segments) - min(
+        s["start"] for s in segments
+    )
+    for segment in segments:
+        width = segment["end"] - segment["start"]
+        axis.broken_barh(
+            [(segment["start"], width)],
+            (bottom, height),
+            facecolors=colours.get(segment["label"], "0.5"),
+            edgecolor="white",
+            linewidth=0.8,
+            label="_segment",
+        )
+        # A name only where it fits; the colour still tells the rest.
+        if duration and width / duration >= 0.04:
+            axis.text(
+                segment["start"] + width / 2,
+                bottom + height / 2,
+                segment["label"],
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white",
+                clip_on=True,
+            )
+    axis.set_ylim(bottom - 0.02, 1.02)
+    axis.text(
+        -0.01,
+        bottom + height / 2,
+        "merged",
+        transform=blended_transform_factory(axis.transAxes, axis.transData),
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
 
 
 def plot_attention_maps(maps, frame_seconds, names, path, title=""):

@@ -244,7 +244,11 @@ def write_test_outputs(folder, brain):
     history = os.path.join(folder, "history.json")
     if os.path.exists(history):
         paths["training curves"] = os.path.join(folder, "training_curves.png")
-        plot_training_curves(history, paths["training curves"])
+        plot_training_curves(
+            history,
+            paths["training curves"],
+            selected_epoch=brain.test_selected_epoch,
+        )
     with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(

@@ -9,12 +9,16 @@ import pytest
 import soundfile
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.export import export_model
-from sercaf_toolkit.inference import EmotionPredictor, expand_inputs
+from sercaf_toolkit.hparams import load_hparams
+from sercaf_toolkit.inference import (
+    EmotionPredictor,
+    expand_inputs,
+    truncation,
+)
 
 DEMO_YAML = (
     pathlib.Path(__file__).resolve().parent.parent
@@ -33,8 +37,7 @@ def model_dir(tmp_path_factory):
         f"--output_folder={root}/run",
     ]
     _, _, overrides = sb.parse_arguments(argv)
-    with open(DEMO_YAML) as source:
-        hparams = load_hyperpyyaml(source, overrides)
+    hparams = load_hparams(DEMO_YAML, overrides)
     model = hparams["model"]
     model.train()
     model(torch.randn(2, 16000))  # normalisation statistics
@@ -180,7 +183,7 @@ def test_cli_outputs_plot_and_exit_status(model_dir, tmp_path, capsys):
         *(f"prob_{label}" for label in LABELS),
     }  # fmt: skip
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "2 files, 0 failed" in capsys.readouterr().err
+    assert "[sercaf predict] 2 files, 0 failed" in capsys.readouterr().err
     (tmp_path / "in" / "broken.wav").write_bytes(b"nothing")
     out_json = tmp_path / "out.json"
     code = cli.main(
@@ -226,3 +229,114 @@ def test_attention_maps_rows_sum_to_one_and_cli_plots(
     )
     assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads(maps_json.read_text())["maps"]) == 2
+
+
+def test_list_paths_start_from_the_current_folder(
+    predictor, model_dir, tmp_path, monkeypatch, capsys
+):
+    """As ``ls demo_data/spk1_f/*.wav > lists/list.txt`` writes them."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "demo_data" / "spk1_f" / "a.wav",
+        synthesize_utterance("spk1_f", "happy", 0),
+        16000,
+    )
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "list.txt"
+    listing.write_text("demo_data/spk1_f/a.wav\ndemo_data/spk1_f/gone.wav\n")
+    records, report = predictor.predict([str(listing)])
+    assert [r["path"] for r in records] == [
+        "demo_data/spk1_f/a.wav",
+        "demo_data/spk1_f/gone.wav",
+    ]
+    assert records[0]["error"] == "" and records[0]["label"] in LABELS
+    missing = records[1]["error"]
+    assert "file not found" in missing
+    assert f"looked for {tmp_path / 'demo_data/spk1_f/gone.wav'}" in missing
+    assert "current folder" in missing
+    assert report["failures"] == 1
+    code = cli.main(
+        ["predict", model_dir, "lists/list.txt", "--out", "lists/out.csv"]
+    )
+    assert code == 1
+    rows = list(csv.DictReader((tmp_path / "lists" / "out.csv").open()))
+    assert [row["error"] == "" for row in rows] == [True, False]
+    assert "looked for" in capsys.readouterr().err
+
+
+def test_truncated_wav_is_an_error_row_and_others_are_labelled(
+    predictor, tmp_path
+):
+    """The reported case: a WAV cut to 3000 of its 89020 bytes."""
+    samples = np.concatenate(
+        [synthesize_utterance("spk2_m", "angry", i) for i in range(2)]
+    )[:44488]
+    full = write(tmp_path / "in" / "full.wav", samples, 16000)
+    data = pathlib.Path(full).read_bytes()
+    assert len(data) == 89020  # 44-byte header, 44488 16-bit frames
+    (tmp_path / "in" / "cut.wav").write_bytes(data[:3000])
+    assert soundfile.info(tmp_path / "in" / "cut.wav").frames == 1478
+    records, report = predictor.predict([str(tmp_path / "in")])
+    by_name = {pathlib.Path(r["path"]).name: r for r in records}
+    cut = by_name["cut.wav"]
+    assert cut["label"] == "" and cut["score"] is None
+    assert cut["error"] == (
+        f"{tmp_path / 'in' / 'cut.wav'}: truncated: header says 44488 "
+        "frames, file holds 1478"
+    )
+    assert by_name["full.wav"]["error"] == ""
+    assert by_name["full.wav"]["label"] in LABELS
+    assert report["files"] == 2 and report["failures"] == 1
+
+
+@pytest.mark.parametrize(
+    "container, subtype, frames_or_bytes",
+    [
+        ("WAV", "PCM_16", "frames"),
+        ("WAV", "FLOAT", "frames"),
+        ("WAV", "IMA_ADPCM", "bytes of audio data"),
+        ("RF64", "PCM_24", "frames"),
+        ("AIFF", "PCM_16", "frames"),
+        ("AU", "ULAW", "frames"),
+    ],
+)
+def test_truncation_reads_the_headers(
+    tmp_path, container, subtype, frames_or_bytes
+):
+    path = tmp_path / f"a.{container.lower()}"
+    stereo = np.random.default_rng(0).uniform(-0.5, 0.5, (16000, 2))
+    soundfile.write(path, stereo, 16000, format=container, subtype=subtype)
+    assert truncation(str(path)) is None
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    problem = truncation(str(path))
+    assert problem.startswith("truncated: header says ")
+    assert frames_or_bytes in problem
+    if frames_or_bytes == "frames":
+        assert problem.startswith("truncated: header says 16000 frames")
+        held = int(problem.rsplit(" ", 1)[1])
+        assert held == soundfile.info(path).frames  # what libsndfile reads
+
+
+def test_plot_without_long_recordings_still_writes_and_exits_0(
+    model_dir, tmp_path, capsys
+):
+    short = write(
+        tmp_path / "short.wav",
+        synthesize_utterance("spk1_f", "sad", 1),
+        16000,
+    )
+    out_csv, plot = tmp_path / "out.csv", tmp_path / "timeline.png"
+    code = cli.main(
+        ["predict", model_dir, short, "--out", str(out_csv),
+         "--plot", str(plot), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert [row["path"] for row in csv.DictReader(out_csv.open())] == [short]
+    assert not plot.exists()
+    err = capsys.readouterr().err
+    duration = len(synthesize_utterance("spk1_f", "sad", 1)) / 16000
+    (note,) = [line for line in err.splitlines() if "no plot" in line]
+    assert "--long-threshold 30" in note
+    assert f"longest: {duration:.1f} s" in note
+    assert "[sercaf predict] 1 file, 0 failed" in err

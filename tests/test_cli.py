@@ -1,0 +1,178 @@
+"""The ``sercaf`` command line: mistakes end in one line and exit status 2.
+
+These run the real command in a subprocess, so that what a user sees (the
+stderr lines, the exit status, no traceback) is what is checked. None of
+them needs a model: each mistake must be caught before a model loads, and
+the fake model folder below could not be loaded anyway.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import sercaf_toolkit
+from sercaf_toolkit import cli
+from sercaf_toolkit.errors import UserError
+
+ROOT = pathlib.Path(sercaf_toolkit.__file__).resolve().parent.parent
+
+
+def sercaf(*args, cwd=None, **env):
+    """Runs ``python -m sercaf_toolkit.cli ARGS``; returns the result."""
+    # The package under test, whatever the caller's PYTHONPATH; and no
+    # SERCAF_DEBUG from the caller's shell unless a test sets it.
+    environment = {k: v for k, v in os.environ.items() if k != "SERCAF_DEBUG"}
+    environment.update(PYTHONPATH=str(ROOT), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "sercaf_toolkit.cli", *map(str, args)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_user_error(result, *names):
+    """Exit status 2, one stderr line naming ``names``, no traceback."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for name in names:
+        assert str(name) in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def fake_model(tmp_path):
+    """Passes the folder check, but would fail to load: proves no load."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "hyperparams.yaml").write_text("not: [a model\n")
+    return folder
+
+
+def test_missing_model_folder_is_one_line(tmp_path):
+    out = tmp_path / "out.csv"
+    result = sercaf(
+        "predict", tmp_path / "no_model", tmp_path, "--out", out
+    )  # fmt: skip
+    line = assert_user_error(result, tmp_path / "no_model")
+    assert line.startswith("sercaf: error: model folder")
+    assert not out.exists()
+
+
+def test_folder_without_hyperparams_is_one_line(tmp_path):
+    result = sercaf("predict", tmp_path, tmp_path)
+    assert_user_error(result, tmp_path, "hyperparams.yaml")
+
+
+def test_missing_list_file_is_one_line_before_the_model_loads(
+    fake_model, tmp_path
+):
+    out = tmp_path / "out.csv"
+    listing = tmp_path / "nowhere" / "list.txt"
+    result = sercaf("predict", fake_model, listing, "--out", out)
+    line = assert_user_error(result, listing)
+    assert "list file" in line and "one audio path per line" in line
+    assert not out.exists()
+
+
+def test_no_audio_found_is_one_line(fake_model, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error(sercaf("predict", fake_model, empty), empty)
+
+
+@pytest.mark.parametrize(
+    "options, names",
+    [
+        (["--hop", "5"], ["--hop 5.0", "--window 4.0"]),
+        (["--batch-size", "0"], ["--batch-size 0"]),
+        (["--out", "missing_folder/out.csv"], ["--out", "missing_folder"]),
+        (["--plot", "missing_folder/t.png"], ["--plot", "missing_folder"]),
+        (["--device", "tpu:x"], ["--device tpu:x"]),
+    ],
+)
+def test_bad_predict_options_are_one_line(fake_model, tmp_path, options, names):
+    result = sercaf("predict", fake_model, tmp_path, *options, cwd=tmp_path)
+    assert_user_error(result, *names)
+
+
+def test_usage_mistakes_are_one_line():
+    result = sercaf("predict")
+    line = assert_user_error(result, "model_dir", "sercaf predict -h")
+    assert line.startswith("sercaf predict: error:")
+    assert_user_error(sercaf("train"), "train")
+
+
+def test_other_commands_report_missing_paths_on_one_line(tmp_path):
+    assert_user_error(
+        sercaf("cv", tmp_path / "recipe", "caf.yaml"), tmp_path / "recipe"
+    )
+    assert_user_error(
+        sercaf("table", tmp_path / "cv_summary.json"),
+        tmp_path / "cv_summary.json",
+    )
+    assert_user_error(
+        sercaf("attention", tmp_path / "model", "a.wav"), tmp_path / "model"
+    )
+
+
+def test_debug_shows_the_traceback_of_a_mistake(tmp_path):
+    for result in (
+        sercaf("--debug", "predict", tmp_path / "nope", "a.wav"),
+        sercaf("predict", tmp_path / "nope", "a.wav", "--debug"),
+        sercaf("predict", tmp_path / "nope", "a.wav", SERCAF_DEBUG="1"),
+    ):
+        assert result.returncode == 1
+        assert "Traceback" in result.stderr
+        assert "UserError" in result.stderr
+
+
+def test_predict_help_shows_defaults():
+    result = sercaf("predict", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option, default in (
+        ("--window", "4.0"),
+        ("--hop", "2.0"),
+        ("--long-threshold", "30.0"),
+        ("--batch-size", "8"),
+    ):
+        assert option in text
+        assert f"(default: {default})" in text
+
+
+def test_every_option_has_a_help_text():
+    parser = cli.build_parser()
+    (subparsers,) = [
+        action
+        for action in parser._actions
+        if action.__class__.__name__ == "_SubParsersAction"
+    ]
+    assert set(subparsers.choices) == {"cv", "predict", "attention", "table"}
+    for name, subparser in subparsers.choices.items():
+        for action in subparser._actions:
+            assert action.help, (name, action.dest)
+
+
+def test_subcommands_dispatch_through_func_and_bugs_keep_tracebacks(
+    monkeypatch, capsys
+):
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    def mistaken(args):
+        raise UserError("the thing\nand the fix")
+
+    monkeypatch.setattr(cli, "_table", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["table", "x.json"])
+    monkeypatch.setattr(cli, "_table", mistaken)
+    assert cli.main(["table", "x.json"]) == 2
+    assert capsys.readouterr().err == "sercaf: error: the thing and the fix\n"
