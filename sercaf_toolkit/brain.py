@@ -179,8 +179,8 @@ class SERBrain(sb.Brain):
             if logger is not None:
                 logger.log_stats(
                     stats_meta={"epoch": epoch, **lrs},
-                    train_stats=self.train_stats,
-                    valid_stats=stats,
+                    train_stats=_in_percent(self.train_stats),
+                    valid_stats=_in_percent(stats),
                 )
             if if_main_process():
                 self._record_history(epoch, stats)
@@ -193,7 +193,7 @@ class SERBrain(sb.Brain):
                     stats_meta={
                         "epoch loaded": self.hparams.epoch_counter.current
                     },
-                    test_stats=stats,
+                    test_stats=_in_percent(stats),
                 )
             # The runner writes the test files and pictures from these.
             self.test_summary = summary
@@ -201,7 +201,9 @@ class SERBrain(sb.Brain):
 
     def _end_epoch_without_validation(self, epoch, stats, logger):
         if logger is not None:
-            logger.log_stats(stats_meta={"epoch": epoch}, train_stats=stats)
+            logger.log_stats(
+                stats_meta={"epoch": epoch}, train_stats=_in_percent(stats)
+            )
         if if_main_process():
             self._record_history(epoch, None)
         self.checkpointer.save_and_keep_only(
@@ -283,3 +285,15 @@ class SERBrain(sb.Brain):
         with open(path + ".tmp", "w", encoding="utf-8") as out:
             json.dump(history, out, indent=2)
         os.replace(path + ".tmp", path)
+
+
+def _in_percent(stats):
+    """Metrics as percentages with one decimal for the log (``UA: 71.3``).
+
+    SpeechBrain's logger prints numbers below 1 in scientific notation;
+    given strings, it prints them as they are.
+    """
+    return {
+        key: value if key == "loss" else f"{100 * value:.1f}"
+        for key, value in stats.items()
+    }

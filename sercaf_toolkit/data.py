@@ -161,7 +161,14 @@ def build_datasets(hparams, label_encoder):
     known = hparams.get("labels")
     encoder_file = os.path.join(hparams["output_folder"], "label_encoder.txt")
     if known:
-        label_encoder.load_or_create(encoder_file, from_iterables=[known])
+        # Not load_or_create: it fills the encoder, then loads the file
+        # into the filled encoder (a warning at every run).
+        if os.path.isfile(encoder_file):
+            label_encoder.load(encoder_file)  # a resumed run keeps its order
+        else:
+            label_encoder.update_from_iterable(known)
+            if sb.utils.distributed.if_main_process():
+                label_encoder.save(encoder_file)
         label_encoder.expect_len(len(known))
     else:
         label_encoder.load_or_create(

@@ -32,7 +32,7 @@ _INFERENCE_PART = """
 compute_features: !new:sercaf_toolkit.lobes.PassThrough
 mean_var_norm: !new:sercaf_toolkit.lobes.PassThrough
 classifier: !ref <embedding_model.classifier>
-label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+label_encoder: !apply:sercaf_toolkit.export.label_encoder_of_size [{n_labels}]
 
 modules:
     compute_features: !ref <compute_features>
@@ -48,6 +48,25 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         embedding_model: !ref <embedding_model>
         label_encoder: !ref <label_encoder>
 """
+
+
+def label_encoder_of_size(n_labels):
+    """An empty CategoricalEncoder that expects ``n_labels`` labels.
+
+    The exported ``hyperparams.yaml`` builds its label encoder with this,
+    so that the labels the Pretrainer loads into it are checked and
+    SpeechBrain does not warn that ``expect_len`` was never called.
+
+    Example
+    -------
+    >>> label_encoder_of_size(4).expected_len
+    4
+    """
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoder = CategoricalEncoder()
+    encoder.expect_len(n_labels)
+    return encoder
 
 
 def export_model(
@@ -111,7 +130,7 @@ def export_model(
         )
         out.write("\n# Load only model folders you trust: YAML can run code.\n")
         out.write(model_part.getvalue())
-        out.write(_INFERENCE_PART)
+        out.write(_INFERENCE_PART.format(n_labels=len(label_encoder)))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, os.path.join(folder, "embedding_model.ckpt"))
     label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))

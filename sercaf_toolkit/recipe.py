@@ -55,6 +55,7 @@ from sercaf_toolkit.hparams import (
     resolve_hparams,
     resolve_hparams_path,
 )
+from sercaf_toolkit.lobes.ssl import check_ssl_source
 from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
 
 # The keys that the runner, SERBrain, the data loaders and SpeechBrain's
@@ -334,6 +335,8 @@ def load_recipe(argv, script_dir=None):
     check_overrides(ruamel.yaml.YAML().load(composed), overrides, hparams_file)
     tree = resolve_hparams(hparams_file, overrides)
     check_recipe_corpus(tree)
+    if isinstance(tree.get("ssl_source"), str):
+        check_ssl_source(tree["ssl_source"])
     validation = str(tree.get("validation", "group"))
     check_validation(validation)
     if tree.get("refit") and validation == "none":

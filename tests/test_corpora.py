@@ -2,12 +2,15 @@
 
 import collections
 import itertools
+import json
+import sys
 
 import pytest
 
 from sercaf_toolkit.corpora import casia, custom, emodb, iemocap, ravdess
 from sercaf_toolkit.corpora.common import CorpusError
 from sercaf_toolkit.data import read_audio, read_manifest
+from sercaf_toolkit.errors import UserError
 from tests.mock_corpora import (
     make_casia,
     make_emodb,
@@ -33,20 +36,44 @@ def assert_same_utterances(rows, expected):
 def assert_folds_speaker_disjoint(
     prepare, data_folder, tmp_path, fold_count, **kw
 ):
+    """Every fold under every validation policy: disjoint speakers, each
+    speaker tested once, and the training share the policy promises."""
+    module = sys.modules[prepare.__module__]
+    assert module.fold_count(data_folder=data_folder, **kw) == fold_count
     tested = []
     for fold in range(1, fold_count + 1):
-        splits = prepare(data_folder, str(tmp_path / f"fold{fold}"), fold, **kw)
-        speakers = {
-            name: {r["speaker"] for r in rows} for name, rows in splits.items()
-        }
-        for a, b in itertools.combinations(speakers, 2):
-            assert not speakers[a] & speakers[b], (fold, a, b)
-        tested.append(speakers["test"])
-        written = read_manifest(tmp_path / f"fold{fold}" / "test.csv")
-        assert {r["speaker"] for r in written} == speakers["test"]
+        by_policy = {}
+        for policy in ("speaker", "group", "none"):
+            folder = tmp_path / f"fold{fold}-{policy}"
+            splits = prepare(
+                data_folder, str(folder), fold, validation=policy, **kw
+            )
+            speakers = {
+                name: {r["speaker"] for r in rows}
+                for name, rows in splits.items()
+            }
+            for a, b in itertools.combinations(speakers, 2):
+                assert not speakers[a] & speakers[b], (fold, policy, a, b)
+            written = read_manifest(folder / "test.csv")
+            assert {r["speaker"] for r in written} == speakers["test"]
+            info = json.loads((folder / "split_info.json").read_text())
+            assert info["validation"] == policy
+            by_policy[policy] = speakers
+        everyone = set().union(*by_policy["none"].values())
+        non_test = everyone - by_policy["none"]["test"]
+        assert by_policy["none"]["train"] == non_test
+        assert not by_policy["none"]["valid"]
+        assert not read_manifest(tmp_path / f"fold{fold}-none" / "valid.csv")
+        assert len(by_policy["speaker"]["valid"]) == 1
+        assert (
+            by_policy["speaker"]["train"]
+            == non_test - (by_policy["speaker"]["valid"])
+        )
+        assert by_policy["speaker"]["valid"] <= by_policy["group"]["valid"]
+        tested.append(by_policy["group"]["test"])
     everyone = set().union(*tested)
     assert sum(len(t) for t in tested) == len(everyone)  # each tested once
-    with pytest.raises(ValueError, match="fold must be"):
+    with pytest.raises(UserError, match="out of range"):
         prepare(data_folder, str(tmp_path / "bad"), fold_count + 1, **kw)
     return tested
 
@@ -92,8 +119,13 @@ def test_iemocap_folds(iemocap_tree, tmp_path, protocol, n_folds):
     )
     assert tested[0] == ({"Ses01F", "Ses01M"} if n_folds == 5 else {"Ses01F"})
     if protocol == "leave_one_speaker_out":
-        splits = read_manifest(tmp_path / "fold3" / "valid.csv")
+        splits = read_manifest(tmp_path / "fold3-speaker" / "valid.csv")
         assert {r["speaker"] for r in splits} == {"Ses02M"}  # same session
+    else:  # one speaker of the next session validates; its partner trains
+        valid = read_manifest(tmp_path / "fold1-speaker" / "valid.csv")
+        train = read_manifest(tmp_path / "fold1-speaker" / "train.csv")
+        assert {r["speaker"] for r in valid} == {"Ses02F"}
+        assert "Ses02M" in {r["speaker"] for r in train}
 
 
 def test_iemocap_bad_label_lines_and_missing_audio(tmp_path, caplog):

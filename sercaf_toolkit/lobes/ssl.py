@@ -5,11 +5,14 @@ Authors
 """
 
 import contextlib
+import os
+import socket
 from collections.abc import Mapping
 
 import torch
 import transformers
 
+from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
 
 
@@ -67,6 +70,77 @@ class LengthAwareGroupNorm(torch.nn.GroupNorm):
         if self.affine:
             normalised = normalised * self.weight[:, None] + self.bias[:, None]
         return normalised.to(x.dtype)
+
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+def looks_local(source):
+    """Whether an SSL source names a local folder rather than a hub id.
+
+    A hub id is ``name`` or ``owner/name``; a path starting with ``.``,
+    ``/`` or ``~``, with more parts, or whose first part is an existing
+    folder (``demo_data/tiny_wav2vec3``) is local.
+
+    Example
+    -------
+    >>> looks_local("facebook/wav2vec2-base"), looks_local("./models/x")
+    (False, True)
+    """
+    if source.startswith((".", "/", "~")) or os.sep in source.replace("/", ""):
+        return True
+    parts = source.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+
+
+def check_ssl_source(source, timeout=3.0):
+    """Fails in one line, before any download, on a source that cannot load.
+
+    A local-looking source must be a folder with a ``config.json``; a hub
+    id must be in the local HF cache, or the hub must answer (checked with
+    one short connection, instead of transformers' minute of retries).
+
+    Arguments
+    ---------
+    source : str
+        A hub id or a local HuggingFace folder.
+    timeout : float
+        Seconds to wait for the hub.
+    """
+    if looks_local(source) or os.path.isdir(source):
+        folder = os.path.expanduser(source)
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            problem = (
+                "is not there"
+                if not os.path.exists(folder)
+                else ("has no config.json")
+            )
+            raise UserError(
+                f"SSL model folder {source} {problem}; give --ssl_source a "
+                "HuggingFace model folder (with config.json) or a hub id"
+            )
+        return
+    import huggingface_hub
+
+    if isinstance(
+        huggingface_hub.try_to_load_from_cache(source, "config.json"), str
+    ):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    reachable = False
+    if not offline:
+        try:
+            socket.create_connection(HUB_HOST, timeout=timeout).close()
+            reachable = True
+        except OSError:
+            pass
+    if not reachable:
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
+        raise UserError(
+            f"SSL model {source} is not in the local HuggingFace cache and "
+            f"{why}; download it where there is network and pass "
+            "--ssl_source=/path/to/its/folder"
+        )
 
 
 class SSLStream(torch.nn.Module):
