@@ -33,9 +33,14 @@ import time
 import ruamel.yaml
 import speechbrain as sb
 
-from sercaf_toolkit.corpora import recipe_fold_count
+from sercaf_toolkit.corpora import check_recipe_corpus, recipe_fold_count
 from sercaf_toolkit.errors import UserError
-from sercaf_toolkit.hparams import resolve_hparams, resolve_hparams_path
+from sercaf_toolkit.hparams import (
+    check_overrides,
+    compose_hparams,
+    resolve_hparams,
+    resolve_hparams_path,
+)
 from sercaf_toolkit.results import results_table, summarize_runs
 
 
@@ -145,11 +150,17 @@ class CrossValidation:
         self.folds = {}
         for stem, path in self.hparams.items():
             _, _, yaml_overrides = sb.parse_arguments([path, *self.overrides])
+            # Mistakes found here cost seconds, not a failed run per fold.
+            check_overrides(
+                ruamel.yaml.YAML().load(compose_hparams(path)),
+                yaml_overrides,
+                path,
+            )
+            tree = resolve_hparams(path, yaml_overrides)
+            check_recipe_corpus(tree)
             n_folds = None
             if not folds:  # the corpus knows its protocol's folds
-                n_folds = recipe_fold_count(
-                    resolve_hparams(path, yaml_overrides)
-                )
+                n_folds = recipe_fold_count(tree)
             self.folds[stem] = parse_folds(folds, n_folds)
         if gpus is None:
             gpus = _visible_gpus()

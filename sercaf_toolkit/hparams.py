@@ -20,6 +20,7 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+import difflib
 import io
 import os
 
@@ -154,6 +155,30 @@ def load_hparams(path, overrides=None):
     Linear(in_features=3, out_features=2, bias=True)
     """
     return load_hyperpyyaml(compose_hparams(path), overrides)
+
+
+def check_overrides(tree, overrides_text, hparams_file):
+    """Fails in one line on an override that names no key of the recipe.
+
+    Example
+    -------
+    >>> check_overrides({"number_of_epochs": 1}, "number_of_epoch: 2", "x")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: unknown key number_of_epoch in x; \
+did you mean --number_of_epochs?
+    """
+    overrides = ruamel.yaml.YAML().load(overrides_text or "") or {}
+    for key in overrides:
+        if key in tree:
+            continue
+        close = difflib.get_close_matches(key, list(tree), n=1)
+        hint = (
+            f"did you mean --{close[0]}?"
+            if close
+            else "see the keys of the recipe's YAML files"
+        )
+        raise UserError(f"unknown key {key} in {hparams_file}; {hint}")
 
 
 def _drop_comments(node):

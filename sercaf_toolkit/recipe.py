@@ -26,7 +26,6 @@ Authors
 """
 
 import csv
-import difflib
 import json
 import os
 import sys
@@ -51,6 +50,7 @@ from sercaf_toolkit.data import (
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import (
+    check_overrides,
     compose_hparams,
     resolve_hparams,
     resolve_hparams_path,
@@ -92,30 +92,6 @@ class RecipeResult(NamedTuple):
     output_folder: str
     inference_folder: str
     metrics: dict
-
-
-def check_overrides(tree, overrides_text, hparams_file):
-    """Fails in one line on an override that names no key of the recipe.
-
-    Example
-    -------
-    >>> check_overrides({"number_of_epochs": 1}, "number_of_epoch: 2", "x")
-    Traceback (most recent call last):
-    ...
-    sercaf_toolkit.errors.UserError: unknown key number_of_epoch in x; \
-did you mean --number_of_epochs?
-    """
-    overrides = ruamel.yaml.YAML().load(overrides_text or "") or {}
-    for key in overrides:
-        if key in tree:
-            continue
-        close = difflib.get_close_matches(key, list(tree), n=1)
-        hint = (
-            f"did you mean --{close[0]}?"
-            if close
-            else "see the keys of the recipe's YAML files"
-        )
-        raise UserError(f"unknown key {key} in {hparams_file}; {hint}")
 
 
 def _flatten(node, prefix=""):

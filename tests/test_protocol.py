@@ -1,0 +1,131 @@
+"""Validation policies, refit, seeds and stale runs on the demo recipe."""
+
+import json
+import pathlib
+
+import pytest
+
+from sercaf_toolkit import cli
+from sercaf_toolkit.data import read_manifest
+from sercaf_toolkit.recipe import run_recipe
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEMO = ROOT / "recipes" / "Demo"
+QUICK = ["--utterances_per_emotion=3", "--device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo_data")
+
+
+def demo_run(demo_data, output, *extra):
+    return run_recipe(
+        [
+            str(DEMO / "hparams" / "caf.yaml"),
+            f"--data_folder={demo_data}",
+            f"--output_folder={output}",
+            *QUICK,
+            *extra,
+        ]
+    )
+
+
+def speakers(path):
+    return {row["speaker"] for row in read_manifest(path)}
+
+
+def test_validation_none_trains_on_all_non_test_speakers(demo_data, tmp_path):
+    output = tmp_path / "none"
+    result = demo_run(
+        demo_data, output, "--validation=none", "--number_of_epochs=2"
+    )
+    assert not read_manifest(output / "valid.csv")
+    assert len(speakers(output / "train.csv")) == 6  # all but the test pair
+    assert not speakers(output / "train.csv") & speakers(output / "test.csv")
+    assert result.metrics["selected_epoch"] == 2  # the last one
+    assert result.metrics["selected_on"] == "last epoch (no validation)"
+    log = (output / "train_log.txt").read_text()
+    assert "valid" not in log and log.count("train UA") == 2
+    split = json.loads((output / "split_info.json").read_text())
+    assert split["validation"] == "none" and split["training_share"] == 1.0
+
+
+def test_speaker_policy_keeps_all_but_one_training_speaker(demo_data, tmp_path):
+    output = tmp_path / "speaker"
+    demo_run(demo_data, output, "--number_of_epochs=1", "--fold=2")
+    assert len(speakers(output / "valid.csv")) == 1
+    assert len(speakers(output / "train.csv")) == 5
+    info = json.loads((output / "run_info.json").read_text())
+    assert info["split"]["validation"] == "speaker"
+    assert 0.7 < info["split"]["training_share"] < 0.9
+
+
+def test_refit_trains_again_on_train_and_valid(demo_data, tmp_path):
+    output = tmp_path / "refit"
+    result = demo_run(demo_data, output, "--refit=True", "--number_of_epochs=2")
+    first = json.loads((output / "history.json").read_text())
+    assert sorted(first) == ["1", "2"] and "valid" in first["1"]
+    epochs = result.metrics["selected_epoch"]
+    refit = output / "refit"
+    assert len(read_manifest(refit / "train.csv")) == len(
+        read_manifest(output / "train.csv")
+    ) + len(read_manifest(output / "valid.csv"))
+    assert not read_manifest(refit / "valid.csv")
+    assert speakers(refit / "test.csv") == speakers(output / "test.csv")
+    log = (refit / "train_log.txt").read_text()
+    assert log.count("train UA") == epochs and "valid" not in log
+    assert result.metrics["selected_on"].startswith(
+        f"refit on train+valid speakers for {epochs} epochs"
+    )
+
+
+def test_cv_on_demo_two_files_two_seeds_and_stale_runs(
+    demo_data, tmp_path, capsys
+):
+    root = tmp_path / "cv"
+    base = [
+        "cv",
+        str(DEMO),
+        "hparams/caf.yaml",
+        "hparams/film.yaml",
+        "--folds=1-2",
+        "--seeds=1,2",
+        f"--output-root={root}",
+        "--",
+        f"--data_folder={demo_data}",
+        *QUICK,
+    ]
+    assert cli.main([*base, "--number_of_epochs=1"]) == 0
+    summary = json.loads((root / "cv_summary.json").read_text())
+    for stem in ("caf", "film"):
+        result = summary["experiments"][stem]
+        assert len(result["runs"]) == 4 and set(result["folds"]) == {"1", "2"}
+        per_seed = result["seeds"]["per_seed"]
+        assert set(per_seed) == {"1", "2"}
+        ua = [run["UA"] for run in result["runs"]]
+        assert sum(m["UA"] for m in per_seed.values()) / 2 == pytest.approx(
+            sum(ua) / 4
+        )
+        assert sum(map(sum, result["pooled"]["confusion_matrix"])) == sum(
+            len(
+                read_manifest(
+                    root / stem / f"seed_{s}" / f"fold_{f}" / "test.csv"
+                )
+            )
+            for s in (1, 2)
+            for f in (1, 2)
+        )
+    table = (root / "results.md").read_text()
+    assert "(2 seeds)" in table and "| film |" in table
+    # The same command again: everything finished with these settings.
+    assert cli.main([*base, "--number_of_epochs=1"]) == 0
+    assert "8 already finished, 0 to run" in capsys.readouterr().out
+    # Another setting: refused, naming it, with nothing run or deleted.
+    assert cli.main([*base, "--number_of_epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "number_of_epochs=1, not number_of_epochs=2" in (err[0])
+    )
+    assert (root / "caf" / "seed_1" / "fold_1" / "test_metrics.json").exists()
