@@ -2,6 +2,35 @@
 
 from setuptools import find_packages, setup
 
+# Private (underscore) or undocumented APIs the toolkit relies on. A release
+# may change them without notice, hence the upper bounds on speechbrain and
+# transformers below; tests/test_private_apis.py fails, naming the API and
+# its user, when one goes. Check them before raising a bound.
+#
+# SpeechBrain (speechbrain.core.Brain, speechbrain.utils.checkpoints):
+# - Brain._train_loader_specifics(dataset, loader_kwargs), overridden by
+#   SERBrain (sercaf_toolkit/brain.py) to register a dynamic batch sampler
+#   as Brain.train_sampler, whose set_epoch(epoch) Brain calls each epoch;
+# - Checkpointer._new_checkpoint_dirpath() and
+#   Checkpointer._custom_checkpoint_dirpath(name), overridden by
+#   AtomicCheckpointer (sercaf_toolkit/checkpoints.py) so that
+#   save_checkpoint writes into a hidden .partial- folder, renamed when
+#   complete (list_checkpoints ignores folders without the CKPT prefix).
+#
+# transformers (Wav2Vec2Model, HubertModel, WavLMModel), all in
+# sercaf_toolkit/lobes/ssl.py (SSLStream):
+# - model._get_feat_extract_output_lengths(lengths): valid frames per
+#   utterance after the CNN feature extractor;
+# - model.feature_extractor._freeze_parameters(): freezes the CNN and stops
+#   it from asking its input for gradients;
+# - the module layout model.feature_extractor.conv_layers[0].conv and
+#   .layer_norm (a GroupNorm with one group per channel in the base models),
+#   which LengthAwareGroupNorm replaces.
+#
+# ruamel.yaml (round-trip nodes), in sercaf_toolkit/hparams.py and export.py:
+# - node.ca.items and node.ca.comment (comments), node.fa.set_block_style()
+#   (flow style) and node.tag.value (a tagged node's tag).
+
 setup(
     name="sercaf-toolkit",
     version="0.1.0",
@@ -19,7 +48,8 @@ setup(
         "torch>=2.14,<2.15",
         "torchaudio>=2.11,<2.12",
         "speechbrain>=1.1,<1.2",
-        "transformers>=4.40",
+        # <6: private APIs (listed above) may change in a major release.
+        "transformers>=4.40,<6",
         "hyperpyyaml>=1.2",
         "sentencepiece",
         "soundfile",

@@ -19,13 +19,17 @@ On synthetic audio whose durations follow IEMOCAP's (log-normal, mean about
 
 ``--size base`` builds wav2vec2-base-shaped models (random weights: timing
 does not depend on them) with the paper's scratch stream (224 mel bands,
-DPCNN with 250 filters); ``--size tiny`` a tiny model for smoke tests.
+DPCNN with 250 filters); ``--size tiny`` the toolkit's tiny wav2vec2
+(``sercaf_toolkit.tiny_ssl``, the test suite's) for smoke tests.
 """
 
 import argparse
+import dataclasses
+import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from functools import partial
 
@@ -50,6 +54,7 @@ from sercaf_toolkit.lobes import (
 )
 from sercaf_toolkit.lobes.masking import masked_mean
 from sercaf_toolkit.lobes.model import LogProbabilities
+from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
 
 SAMPLE_RATE = 16000
 N_CLASSES = 4
@@ -76,20 +81,40 @@ class SSLOnlyModel(torch.nn.Module):
         return torch.log_softmax(self.linear(masked_mean(frames, mask)), -1)
 
 
-def ssl_architecture(size):
+def ssl_stream(size):
+    """The SSL stream that every model of the benchmark shares.
+
+    Arguments
+    ---------
+    size : str
+        ``"base"``: wav2vec2-base's shape, built from its config with random
+        weights (timing does not depend on them, and nothing is downloaded);
+        ``"tiny"``: the toolkit's own tiny wav2vec2
+        (:func:`sercaf_toolkit.tiny_ssl.build_tiny_ssl_model`), the model the
+        test suite runs, so the smoke run measures that architecture and no
+        second tiny configuration can drift from it.
+
+    Returns
+    -------
+    SSLStream
+        With the CNN feature extractor frozen, as in the recipes.
+    """
     if size == "base":
         config = transformers.Wav2Vec2Config()  # wav2vec2-base's shape
-    else:
-        config = transformers.Wav2Vec2Config(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            conv_dim=(16,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=2,
-        )
-    return {"config": config.to_dict(), "do_normalize": True}
+        return SSLStream({"config": config.to_dict(), "do_normalize": True})
+    # The folder is only read while the stream is built: the weights are in
+    # memory afterwards, so it need not outlive this call. transformers'
+    # progress bars (writing, then loading a one-file model) would only
+    # interleave with the figures.
+    logging = transformers.utils.logging
+    bars = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory(prefix="sercaf_benchmark_") as tmp:
+            return SSLStream(build_tiny_ssl_model(os.path.join(tmp, "ssl")))
+    finally:
+        if bars:
+            logging.enable_progress_bar()
 
 
 def build_models(size):
@@ -105,7 +130,7 @@ def build_models(size):
         "paper_caf": partial(PaperCAF, output_size=12),
     }
     torch.manual_seed(0)
-    ssl = SSLStream(ssl_architecture(size))  # CNN frozen, as in recipes
+    ssl = ssl_stream(size)
     models = {"ssl_only": SSLOnlyModel(ssl)}
     for name, fusion in fusions.items():
         scratch = SpectrogramStream(
@@ -212,31 +237,104 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32"
+def adam(model):
+    """The optimizer of every timed training step (trainable weights only)."""
+    return torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-5
     )
-    parser.add_argument(
-        "--steps", type=int, default=4, help="timed batches per figure"
-    )
-    parser.add_argument(
-        "--max-batch-length",
-        type=float,
-        default=None,
-        help="seconds of audio per batch (default: 60 base, 20 tiny)",
-    )
-    parser.add_argument("--utterances", type=int, default=2000)
-    args = parser.parse_args(argv)
-    device = args.device
-    max_len = args.max_batch_length or (60.0 if args.size == "base" else 20.0)
-    durations = iemocap_like_durations(args.utterances)
-    timer = Timer(device, args.precision)
-    rows = []
 
-    def report(figure, value, target=None, better="higher"):
+
+@dataclasses.dataclass
+class Workload:
+    """The synthetic data that every figure measures.
+
+    Arguments
+    ---------
+    durations : numpy.ndarray
+        Utterance durations (s) of the whole synthetic set.
+    batches : list of list of int
+        The set's index batches by duration (SpeechBrain's sampler).
+    timed : list of tuple
+        ``(wavs, relative lengths, audio seconds)`` of the first batches by
+        duration; the first one only warms up.
+    singles : list of tuple
+        The same utterances as ``timed[1:]``, one per batch.
+    """
+
+    durations: np.ndarray
+    batches: list
+    timed: list
+    singles: list
+
+    @classmethod
+    def build(cls, durations, max_batch_length, steps, device):
+        """Batches the set by duration and synthesises the timed batches.
+
+        Arguments
+        ---------
+        durations : numpy.ndarray
+            Utterance durations (s).
+        max_batch_length : float
+            Seconds of audio per batch.
+        steps : int
+            Number of timed batches (one more is made, for the warm-up).
+        device : str
+            Where the waveforms go.
+
+        Returns
+        -------
+        Workload
+        """
+        batches = duration_batches(durations, max_batch_length)
+        first = batches[: steps + 1]  # the first one warms up
+        timed = [
+            make_batch(durations, b, device, i) for i, b in enumerate(first)
+        ]
+        # Seeded by utterance index, each single is its own reproducible
+        # waveform whichever batch it was drawn in.
+        singles = [
+            make_batch(durations, [i], device, i) for b in first[1:] for i in b
+        ]
+        return cls(durations, batches, timed, singles)
+
+    @property
+    def audio_seconds(self):
+        """Seconds of audio in the timed batches (the warm-up excluded)."""
+        return sum(batch[2] for batch in self.timed[1:])
+
+
+class Report:
+    """Prints each figure as it is measured and keeps it as a row.
+
+    Attributes
+    ----------
+    rows : list of tuple
+        ``(figure, value, verdict)`` in the order printed; ``main`` returns
+        them, for the smoke test.
+    """
+
+    def __init__(self):
+        self.rows = []
+
+    @staticmethod
+    def section(title):
+        """Prints a figure's heading."""
+        print(f"\n{title}")
+
+    def __call__(self, figure, value, target=None, better="higher"):
+        """Prints and keeps one figure, with its verdict if it has a target.
+
+        Arguments
+        ---------
+        figure : str
+            What is measured.
+        value : float
+            The measurement.
+        target : float, optional
+            The value to reach.
+        better : str
+            ``"higher"`` or ``"lower"``: which side of ``target`` meets it.
+        """
         verdict = ""
         if target is not None:
             ok = value >= target if better == "higher" else value <= target
@@ -244,11 +342,14 @@ def main(argv=None):
                 f"target {'>=' if better == 'higher' else '<='} {target}: "
             )
             verdict += "met" if ok else "MISSED"
-        rows.append((figure, value, verdict))
+        self.rows.append((figure, value, verdict))
         print(f"  {figure:58s} {value:10.3f}  {verdict}", flush=True)
 
+
+def print_header(args, durations):
+    """Prints the run's settings and the synthetic set's durations."""
     print(
-        f"sercaf-toolkit benchmark: size={args.size} device={device} "
+        f"sercaf-toolkit benchmark: size={args.size} device={args.device} "
         f"precision={args.precision} torch={torch.__version__} "
         f"threads={torch.get_num_threads()}"
     )
@@ -258,11 +359,25 @@ def main(argv=None):
         f"max {durations.max():.1f} s"
     )
 
-    # 3. Padding: pure bookkeeping over the whole synthetic set.
-    dynamic = duration_batches(durations, max_len)
+
+def figure_padding(workload, report):
+    """3. Non-padding fraction: batching by duration vs a fixed batch size.
+
+    Pure bookkeeping over the whole synthetic set, so it comes first: it
+    needs no model. The fixed batch size is the mean size of the batches by
+    duration, so both hold as many utterances on average.
+
+    Arguments
+    ---------
+    workload : Workload
+        The synthetic set and its batches by duration.
+    report : Report
+        Prints and keeps the figures.
+    """
+    durations, dynamic = workload.durations, workload.batches
     mean_size = statistics.fmean(len(b) for b in dynamic)
     fixed = fixed_batches(len(durations), max(1, round(mean_size)))
-    print("\n3. non-padding fraction of batch samples")
+    report.section("3. non-padding fraction of batch samples")
     report(
         "batching by duration",
         non_padding_fraction(durations, dynamic),
@@ -273,23 +388,30 @@ def main(argv=None):
         non_padding_fraction(durations, fixed),
     )
 
-    models = {k: m.to(device) for k, m in build_models(args.size).items()}
-    timed = dynamic[: args.steps + 1]  # the first one warms up
-    batches = [make_batch(durations, b, device, i) for i, b in enumerate(timed)]
 
-    # 1. Overhead of the second stream and the fusion, same batches.
-    print(
-        "\n1. training-step time / SSL-only training-step time (same batches)"
+def figure_train_step_ratio(models, workload, timer, report):
+    """1. Training-step time of each model / that of the SSL-only model.
+
+    The cost of the second stream and the fusion, on the same batches.
+
+    Arguments
+    ---------
+    models : dict
+        ``"ssl_only"`` and the dual-stream models, by name.
+    workload : Workload
+        Its timed batches are used (the first one only warms up).
+    timer : Timer
+        Times the steps.
+    report : Report
+        Prints and keeps the figures.
+    """
+    report.section(
+        "1. training-step time / SSL-only training-step time (same batches)"
     )
-    optimizers = {
-        name: torch.optim.Adam(
-            [p for p in model.train().parameters() if p.requires_grad], lr=1e-5
-        )
-        for name, model in models.items()
-    }
+    optimizers = {name: adam(model.train()) for name, model in models.items()}
     times = {name: [] for name in models}
     names = list(models)
-    for index, batch in enumerate(batches):
+    for index, batch in enumerate(workload.timed):
         # Interleaved, rotating order: drifts in machine speed (and the
         # first-call warm-up, discarded) hit every model alike.
         for name in names[index % len(names) :] + names[: index % len(names)]:
@@ -307,53 +429,151 @@ def main(argv=None):
                 better="lower",
             )
 
-    # 2. Throughput: batching by duration vs one utterance per step.
-    print("\n2. training throughput, audio seconds per second (CAF model)")
-    model = models["caf"].train()
-    optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-5
+
+def figure_throughput(model, optimizer, workload, timer, report):
+    """2. Training throughput: batching by duration vs one utterance a step.
+
+    One utterance per step is the published training loop, the baseline of
+    the GPU target.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The model trained (CAF), already warmed up on ``workload.timed[0]``
+        by :func:`figure_train_step_ratio`.
+    optimizer : torch.optim.Optimizer
+        Its optimizer.
+    workload : Workload
+        The timed batches (the warm-up excluded) and the same utterances one
+        per batch.
+    timer : Timer
+        Times the steps.
+    report : Report
+        Prints and keeps the figures.
+    """
+    report.section(
+        "2. training throughput, audio seconds per second (CAF model)"
     )
-    utterances = [i for b in timed[1:] for i in b]
+    model.train()
     batched_time = sum(
-        timer.train_step(model, optimizer, b) for b in batches[1:]
+        timer.train_step(model, optimizer, b) for b in workload.timed[1:]
     )
-    audio = sum(b[2] for b in batches[1:])
-    singles = [make_batch(durations, [i], device, i) for i in utterances]
+    singles = workload.singles
     timer.train_step(model, optimizer, singles[0])  # warm-up
     single_time = sum(timer.train_step(model, optimizer, b) for b in singles)
+    audio = workload.audio_seconds
     report("batching by duration", audio / batched_time)
     report("one utterance per step (the published loop)", audio / single_time)
-    target = (
-        TARGETS["throughput_gpu"]
-        if torch.device(device).type == "cuda"
-        else None
-    )
+    target = TARGETS["throughput_gpu"] if timer.device.type == "cuda" else None
     report("ratio", single_time / batched_time, target)
 
-    # 4. Inference real-time factor.
-    print("\n4. inference real-time factor (CAF model; lower is faster)")
+
+def figure_inference_rtf(model, workload, timer, report):
+    """4. Inference real-time factor, batched and one file at a time.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The model run (CAF), already warmed up.
+    workload : Workload
+        The timed batches (the warm-up excluded) and the same utterances one
+        per batch.
+    timer : Timer
+        Times the forward passes.
+    report : Report
+        Prints and keeps the figures.
+    """
+    report.section("4. inference real-time factor (CAF model; lower is faster)")
     model.eval()
-    infer_batched = sum(timer.infer(model, b) for b in batches[1:])
-    infer_single = sum(timer.infer(model, b) for b in singles)
+    audio = workload.audio_seconds
+    infer_batched = sum(timer.infer(model, b) for b in workload.timed[1:])
+    infer_single = sum(timer.infer(model, b) for b in workload.singles)
     report("batched", infer_batched / audio)
     report("one file at a time", infer_single / audio)
 
-    # 5. Peak memory of a training step.
-    print("\n5. peak memory of a training step")
-    if torch.device(device).type == "cuda":
+
+def figure_peak_memory(model, optimizer, workload, timer, report):
+    """5. Peak memory of a training step on the largest timed batch.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The model trained (CAF).
+    optimizer : torch.optim.Optimizer
+        Its optimizer, whose state already exists (as in any step but the
+        first, so the figure counts it).
+    workload : Workload
+        Its largest timed batch is used.
+    timer : Timer
+        Runs the step.
+    report : Report
+        Prints and keeps the figure.
+    """
+    report.section("5. peak memory of a training step")
+    cuda = timer.device.type == "cuda"
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
-    longest = max(batches, key=lambda b: b[0].numel())
+    longest = max(workload.timed, key=lambda b: b[0].numel())
     timer.train_step(model.train(), optimizer, longest)
-    unit = (
-        "MiB allocated"
-        if torch.device(device).type == "cuda"
-        else "MiB peak RSS"
-    )
+    unit = "MiB allocated" if cuda else "MiB peak RSS"
     report(
         f"CAF model, largest timed batch ({longest[2]:.0f} s of audio), {unit}",
-        peak_memory_mb(device),
+        peak_memory_mb(timer.device),
     )
-    return rows
+
+
+def parse_args(argv=None):
+    """The command line (see the module's docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=4, help="timed batches per figure"
+    )
+    parser.add_argument(
+        "--max-batch-length",
+        type=float,
+        default=None,
+        help="seconds of audio per batch (default: 60 base, 20 tiny)",
+    )
+    parser.add_argument("--utterances", type=int, default=2000)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Measures and prints every figure, in the order 3, 1, 2, 4, 5.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    list of tuple
+        ``(figure, value, verdict)`` of every figure, in printed order.
+    """
+    args = parse_args(argv)
+    max_len = args.max_batch_length or (60.0 if args.size == "base" else 20.0)
+    durations = iemocap_like_durations(args.utterances)
+    workload = Workload.build(durations, max_len, args.steps, args.device)
+    timer = Timer(args.device, args.precision)
+    report = Report()
+    print_header(args, durations)
+    # Padding first: it needs no model, and shows before the models build.
+    figure_padding(workload, report)
+    models = {k: m.to(args.device) for k, m in build_models(args.size).items()}
+    figure_train_step_ratio(models, workload, timer, report)
+    # Figures 2, 4 and 5 follow one model (CAF) and one optimizer through.
+    caf = models["caf"]
+    optimizer = adam(caf)
+    figure_throughput(caf, optimizer, workload, timer, report)
+    figure_inference_rtf(caf, workload, timer, report)
+    figure_peak_memory(caf, optimizer, workload, timer, report)
+    return report.rows
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ import math
 import pathlib
 
 import torch
+import transformers
 
 from sercaf_toolkit.lobes import DPCNN, LogMel, SpectrogramStream
+from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
 
 SCRIPT = (
     pathlib.Path(__file__).resolve().parent.parent
@@ -29,19 +31,37 @@ def test_benchmark_smoke(capsys):
         ["--size", "tiny", "--steps", "1", "--utterances", "200"]
     )
     out = capsys.readouterr().out
-    for heading in (
+    headings = (  # in printed order: padding needs no model, so it leads
+        "3. non-padding fraction",
         "1. training-step time",
         "2. training throughput",
-        "3. non-padding fraction",
         "4. inference real-time factor",
         "5. peak memory",
-    ):
+    )
+    for heading in headings:
         assert heading in out
+    positions = [out.index(heading) for heading in headings]
+    assert positions == sorted(positions), out
     figures = {name: value for name, value, _ in rows}
     assert {"sum", "con", "film", "caf", "paper_caf"} <= set(figures)
     assert all(math.isfinite(v) and v > 0 for v in figures.values())
     padding_name, padding, _ = rows[0]  # section 3 comes first
     assert padding_name == "batching by duration" and 0 < padding <= 1
+
+
+def test_tiny_size_uses_the_packages_tiny_ssl_model(tmp_path):
+    """No second hand-written tiny config: the one of ``tiny_ssl``."""
+    stream = load_benchmark().ssl_stream("tiny")
+    expected = transformers.AutoConfig.from_pretrained(
+        build_tiny_ssl_model(str(tmp_path / "ssl"))
+    )
+    # SSLStream sets apply_spec_augment itself (off by default); the folders
+    # differ.
+    built, wanted = stream.model.config.to_dict(), expected.to_dict()
+    for key in ("apply_spec_augment", "_name_or_path"):
+        built.pop(key), wanted.pop(key)
+    assert built == wanted
+    assert stream.freeze_feature_extractor and not stream.freeze
 
 
 def test_iemocap_like_durations():
