@@ -57,7 +57,7 @@ setup(
         "scipy",
         "numpy",
         "matplotlib",
-        "ruamel.yaml",
+        "ruamel.yaml>=0.18,<0.19",  # node attributes: see the list above
     ],
     entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
     extras_require={"test": ["pytest>=8", "ruff"]},
