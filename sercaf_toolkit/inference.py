@@ -426,7 +426,7 @@ class EmotionPredictor:
             ``label``: the predicted label.
         """
         from sercaf_toolkit.lobes.fusion import CrossAttentionFusion
-        from sercaf_toolkit.recipe import describe_model
+        from sercaf_toolkit.lobes.model import describe_model
 
         model = self.classifier.mods.embedding_model
         fusions = [
