@@ -1,4 +1,5 @@
-"""Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests)."""
+"""Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests,
+``.[baselines]`` for the eGeMAPS baseline of benchmarks/learning.py)."""
 
 from setuptools import find_packages, setup
 
@@ -30,5 +31,9 @@ setup(
         "ruamel.yaml",
     ],
     entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
-    extras_require={"test": ["pytest>=8", "ruff"]},
+    extras_require={
+        "test": ["pytest>=8", "ruff"],
+        # benchmarks/learning.py's eGeMAPS baseline (openSMILE functionals)
+        "baselines": ["opensmile"],
+    },
 )

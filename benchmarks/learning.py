@@ -16,7 +16,11 @@ and its speaker-independent folds, side by side on the same folds:
    trained by the recipe ``recipes/Expressive/hparams/logmel.yaml``;
 4. the full CAF recipe (``hparams/caf.yaml``) with a tiny SSL model
    without pre-training, fine-tuned;
-5. the same with the SSL stream frozen (``--ssl_freeze=True``).
+5. the same with the SSL stream frozen (``--ssl_freeze=True``);
+6-7 (on request, ``--rows``): rows 1-2 with every speaker's features
+   standardised with that speaker's own statistics (transductive: test
+   speakers' unlabeled features included), the baselines' counterpart of
+   ``--overrides=--speaker_normalization=True``.
 
 Rows 1-2 train on every non-test speaker (train + valid: a linear model
 needs no model selection); rows 3-5 train on the train split and pick
@@ -60,6 +64,8 @@ ROWS = {
     3: "log-mel stream (recipe)",
     4: "CAF, tiny SSL fine-tuned",
     5: "CAF, tiny SSL frozen",
+    6: "eGeMAPS, per-speaker z-norm + LogReg",
+    7: "log-mel statistics, per-speaker z-norm + LogReg",
 }
 # Row -> (hparams file, extra overrides).
 DEEP_ROWS = {
@@ -129,6 +135,9 @@ def logmel_statistics(paths, n_mels=64):
 
 
 FEATURES = {1: ("egemaps", egemaps_features), 2: ("logmel", logmel_statistics)}
+# Rows 6-7: rows 1-2 with each speaker's features standardised by that
+# speaker's own statistics (transductive, like speaker_normalization).
+SPEAKER_NORMALIZED = {6: 1, 7: 2}
 
 
 def cached_features(row, paths, cache_folder):
@@ -156,8 +165,18 @@ def run_baseline(row, splits, all_paths, cache_folder):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    features = cached_features(row, all_paths, cache_folder)
+    features = cached_features(
+        SPEAKER_NORMALIZED.get(row, row), all_paths, cache_folder
+    )
     index = {path: i for i, path in enumerate(all_paths)}
+    if row in SPEAKER_NORMALIZED:
+        features = np.nan_to_num(features).copy()
+        rows = splits["train"] + splits["valid"] + splits["test"]
+        for speaker in {r["speaker"] for r in rows}:
+            own = [index[r["wav"]] for r in rows if r["speaker"] == speaker]
+            mean = features[own].mean(axis=0)
+            std = features[own].std(axis=0) + 1e-8
+            features[own] = (features[own] - mean) / std
     train = splits["train"] + splits["valid"]
     x_train = features[[index[r["wav"]] for r in train]]
     y_train = [r["label"] for r in train]
@@ -294,7 +313,7 @@ def main(argv=None):
                 for r in read_manifest(os.path.join(fold_folder, "data.csv"))
             ]
             for row in rows:
-                if row in FEATURES:
+                if row in FEATURES or row in SPEAKER_NORMALIZED:
                     true, predicted = run_baseline(
                         row, splits, all_paths, args.output_folder
                     )
