@@ -37,7 +37,9 @@ def test_generator_speakers_classes_and_determinism(tmp_path):
     speakers = {os.path.basename(os.path.dirname(p)) for p in paths}
     assert len(speakers) >= 12
     assert {s[0] for s in speakers} == {"f", "m"}
-    labels = collections.Counter(os.path.basename(p).split("_")[1] for p in paths)
+    labels = collections.Counter(
+        os.path.basename(p).split("_")[1] for p in paths
+    )
     assert set(labels) == set(expressive.EMOTIONS)
     assert 4 <= len(labels) <= 6
     assert len(set(labels.values())) > 1, f"class counts equal: {labels}"
@@ -161,7 +163,9 @@ def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path):
     for fold in (1, 3):
         result = run_recipe(
             [
-                str(ROOT / "recipes" / "Expressive" / "hparams" / "logmel.yaml"),
+                str(
+                    ROOT / "recipes" / "Expressive" / "hparams" / "logmel.yaml"
+                ),
                 f"--data_folder={tmp_path / 'data'}",
                 f"--output_folder={tmp_path / f'fold{fold}'}",
                 f"--fold={fold}",
