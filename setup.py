@@ -1,4 +1,5 @@
-"""Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests)."""
+"""Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests,
+``.[baselines]`` for the eGeMAPS baseline of benchmarks/learning.py)."""
 
 from setuptools import find_packages, setup
 
@@ -60,5 +61,9 @@ setup(
         "ruamel.yaml>=0.18,<0.19",  # node attributes: see the list above
     ],
     entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
-    extras_require={"test": ["pytest>=8", "ruff"]},
+    extras_require={
+        "test": ["pytest>=8", "ruff"],
+        # benchmarks/learning.py's eGeMAPS baseline (openSMILE functionals)
+        "baselines": ["opensmile"],
+    },
 )

@@ -1,0 +1,150 @@
+"""Training-time augmentation of the (normalised) log-mel spectrogram.
+
+On small corpora with unseen test speakers, a network trained from scratch
+memorises what identifies the training speakers: their recording channel
+(a fixed spectral colouring) and their average spectrum. Augmentation that
+varies exactly these, and leaves the emotion cues (pitch, tempo, loudness
+*changes* within the speaker) alone, pushes it towards speaker-independent
+cues:
+
+- time and frequency masking (SpecAugment), with SpeechBrain's
+  ``SpectrogramDrop``;
+- a random channel per utterance: a smooth spectral colouring (a random
+  tilt and curvature over the mel bands) added to the log-mel, as a
+  different microphone or room would;
+- a random gain per utterance (small: loudness is an emotion cue).
+
+Speed and pitch perturbation are left out on purpose: they change the
+tempo and pitch cues that signal emotion.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import torch
+from speechbrain.augment.freq_domain import SpectrogramDrop
+
+
+class LogMelAugment(torch.nn.Module):
+    """Random masks, channel colouring and gain on ``[B, T, F]`` features.
+
+    Active in training mode only; in evaluation it returns its input.
+    Values are in the units of its input (normalised log-mel: about one
+    standard deviation per band). Padded frames stay zero.
+
+    Arguments
+    ---------
+    time_masks : int
+        Maximum number of time masks per batch (0: none).
+    time_mask_frames : int
+        Maximum width of a time mask, in frames.
+    freq_masks : int
+        Maximum number of frequency masks per batch (0: none).
+    freq_mask_bands : int
+        Maximum width of a frequency mask, in bands.
+    channel : float
+        Standard deviation of the channel colouring's tilt and curvature
+        (0: none).
+    gain : float
+        Standard deviation of the per-utterance offset (0: none).
+
+    Example
+    -------
+    >>> augment = LogMelAugment(channel=0.5, gain=0.1)
+    >>> x = torch.randn(2, 20, 16)
+    >>> mask = torch.ones(2, 20, dtype=torch.bool)
+    >>> mask[1, 12:] = False
+    >>> y = augment(x * mask.unsqueeze(-1), mask)
+    >>> y.shape, bool(y[1, 12:].abs().sum() == 0), bool((y != x).any())
+    (torch.Size([2, 20, 16]), True, True)
+    >>> _ = augment.eval()
+    >>> torch.equal(augment(x, mask), x)
+    True
+    """
+
+    def __init__(
+        self,
+        time_masks=2,
+        time_mask_frames=5,
+        freq_masks=2,
+        freq_mask_bands=6,
+        channel=0.3,
+        gain=0.1,
+    ):
+        super().__init__()
+        self.time_drop = (
+            SpectrogramDrop(
+                drop_length_low=1,
+                drop_length_high=max(2, time_mask_frames + 1),
+                drop_count_low=0,
+                drop_count_high=time_masks,
+                dim=1,
+            )
+            if time_masks > 0
+            else None
+        )
+        self.freq_drop = (
+            SpectrogramDrop(
+                drop_length_low=1,
+                drop_length_high=max(2, freq_mask_bands + 1),
+                drop_count_low=0,
+                drop_count_high=freq_masks,
+                dim=2,
+            )
+            if freq_masks > 0
+            else None
+        )
+        self.channel = channel
+        self.gain = gain
+
+    def forward(self, features, mask):
+        """Augments ``[B, T, F]`` features (training mode only)."""
+        if not self.training:
+            return features
+        batch, _, bands = features.shape
+        out = features.clone()
+        if self.channel > 0:
+            axis = torch.linspace(-1, 1, bands, device=out.device)
+            basis = torch.stack([axis, axis**2 - 1 / 3])  # tilt, curvature
+            weights = self.channel * torch.randn(batch, 2, device=out.device)
+            out = out + (weights @ basis).unsqueeze(1).to(out.dtype)
+        if self.gain > 0:
+            offset = self.gain * torch.randn(batch, 1, 1, device=out.device)
+            out = out + offset.to(out.dtype)
+        for drop in (self.time_drop, self.freq_drop):
+            if drop is not None:
+                out = drop(out)
+        return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+class AugmentedNormalization(torch.nn.Module):
+    """A normalisation followed by training-time augmentation.
+
+    Fits the ``normalization`` slot of
+    :class:`~sercaf_toolkit.lobes.SpectrogramStream`: ``(features, mask)
+    -> features``. The normalisation sees clean features (its statistics
+    are not disturbed by the augmentation).
+
+    Arguments
+    ---------
+    normalization : torch.nn.Module
+        E.g. :class:`~sercaf_toolkit.lobes.GlobalNormalization`.
+    augment : torch.nn.Module
+        E.g. :class:`LogMelAugment`.
+
+    Example
+    -------
+    >>> from sercaf_toolkit.lobes import GlobalNormalization
+    >>> norm = AugmentedNormalization(GlobalNormalization(8), LogMelAugment())
+    >>> norm(torch.randn(2, 10, 8), torch.ones(2, 10, dtype=torch.bool)).shape
+    torch.Size([2, 10, 8])
+    """
+
+    def __init__(self, normalization, augment):
+        super().__init__()
+        self.normalization = normalization
+        self.augment = augment
+
+    def forward(self, features, mask):
+        """Normalises, then augments (in training mode)."""
+        return self.augment(self.normalization(features, mask), mask)
