@@ -60,6 +60,9 @@ class LogMelAugment(torch.nn.Module):
     >>> _ = augment.eval()
     >>> torch.equal(augment(x, mask), x)
     True
+    >>> off = LogMelAugment(time_masks=0, freq_masks=0, channel=0, gain=0)
+    >>> off.active, torch.equal(off(x, mask), x)
+    (False, True)
     """
 
     def __init__(
@@ -97,9 +100,19 @@ class LogMelAugment(torch.nn.Module):
         self.channel = channel
         self.gain = gain
 
+    @property
+    def active(self):
+        """Whether any augmentation is on (all off: the identity)."""
+        return bool(
+            self.channel > 0
+            or self.gain > 0
+            or self.time_drop
+            or self.freq_drop
+        )
+
     def forward(self, features, mask):
         """Augments ``[B, T, F]`` features (training mode only)."""
-        if not self.training:
+        if not self.training or not self.active:
             return features
         batch, _, bands = features.shape
         out = features.clone()
@@ -115,36 +128,3 @@ class LogMelAugment(torch.nn.Module):
             if drop is not None:
                 out = drop(out)
         return out * mask.unsqueeze(-1).to(out.dtype)
-
-
-class AugmentedNormalization(torch.nn.Module):
-    """A normalisation followed by training-time augmentation.
-
-    Fits the ``normalization`` slot of
-    :class:`~sercaf_toolkit.lobes.SpectrogramStream`: ``(features, mask)
-    -> features``. The normalisation sees clean features (its statistics
-    are not disturbed by the augmentation).
-
-    Arguments
-    ---------
-    normalization : torch.nn.Module
-        E.g. :class:`~sercaf_toolkit.lobes.GlobalNormalization`.
-    augment : torch.nn.Module
-        E.g. :class:`LogMelAugment`.
-
-    Example
-    -------
-    >>> from sercaf_toolkit.lobes import GlobalNormalization
-    >>> norm = AugmentedNormalization(GlobalNormalization(8), LogMelAugment())
-    >>> norm(torch.randn(2, 10, 8), torch.ones(2, 10, dtype=torch.bool)).shape
-    torch.Size([2, 10, 8])
-    """
-
-    def __init__(self, normalization, augment):
-        super().__init__()
-        self.normalization = normalization
-        self.augment = augment
-
-    def forward(self, features, mask):
-        """Normalises, then augments (in training mode)."""
-        return self.augment(self.normalization(features, mask), mask)

@@ -139,6 +139,10 @@ class SpectrogramStream(torch.nn.Module):
     normalization : torch.nn.Module, optional
         ``(features, mask) -> features``, e.g.
         :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`.
+    augment : torch.nn.Module, optional
+        ``(features, mask) -> features`` applied after the normalisation
+        (which so sees clean features), active in training only, e.g.
+        :class:`~sercaf_toolkit.lobes.augment.LogMelAugment`.
 
     Example
     -------
@@ -159,10 +163,11 @@ class SpectrogramStream(torch.nn.Module):
     40
     """
 
-    def __init__(self, frontend, encoder, normalization=None):
+    def __init__(self, frontend, encoder, normalization=None, augment=None):
         super().__init__()
         self.frontend = frontend
         self.normalization = normalization
+        self.augment = augment
         if not isinstance(encoder, torch.nn.Module):
             encoder = encoder(input_size=frontend.output_size)
         self.encoder = encoder
@@ -173,4 +178,6 @@ class SpectrogramStream(torch.nn.Module):
         features, mask = self.frontend(wavs, wav_lens)
         if self.normalization is not None:
             features = self.normalization(features, mask)
+        if self.augment is not None and self.training:
+            features = self.augment(features, mask)
         return self.encoder(features, mask)
