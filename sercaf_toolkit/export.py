@@ -3,7 +3,10 @@
 The folder holds ``hyperparams.yaml`` (the recipe's own ``model`` definition
 with every SSL stream built from its config instead of a hub id or local
 path), ``embedding_model.ckpt`` (all weights, SSL included) and
-``label_encoder.ckpt`` (the labels, in SpeechBrain's text format).
+``label_encoder.ckpt`` (the labels, in SpeechBrain's text format), and
+``checksums.json`` (the size and SHA-256 of those three, written last:
+``EmotionPredictor`` and ``sercaf predict`` refuse a folder that does not
+match it).
 SpeechBrain's ``EncoderClassifier.from_hparams(source=folder, savedir=...)``
 loads it offline, from any working directory, and its ``classify_file`` /
 ``classify_batch`` give the trained model's labels.
@@ -23,6 +26,7 @@ import torch
 from hyperpyyaml import resolve_references
 
 from sercaf_toolkit.hparams import compose_hparams
+from sercaf_toolkit.integrity import write_checksums
 from sercaf_toolkit.lobes.ssl import SSLStream
 
 _INFERENCE_PART = """
@@ -48,6 +52,13 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         embedding_model: !ref <embedding_model>
         label_encoder: !ref <label_encoder>
 """
+
+
+EXPORTED_FILES = (
+    "hyperparams.yaml",
+    "embedding_model.ckpt",
+    "label_encoder.ckpt",
+)
 
 
 def label_encoder_of_size(n_labels):
@@ -134,6 +145,7 @@ def export_model(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, os.path.join(folder, "embedding_model.ckpt"))
     label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
+    write_checksums(folder, EXPORTED_FILES)
     return folder
 
 

@@ -25,6 +25,7 @@ import torch
 
 from sercaf_toolkit.data import AudioError, read_audio
 from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.integrity import CHECKSUMS, damage
 
 SAMPLE_RATE = 16000
 LIST_EXTENSIONS = (".txt", ".lst", ".list", ".scp")
@@ -296,6 +297,25 @@ def window_spans(duration, window, hop):
     return spans
 
 
+def check_model_folder(model_dir):
+    """Refuses a model folder whose files do not match its checksums.
+
+    Exported folders carry ``checksums.json``; a folder without one (made
+    by hand, or exported before checksums existed) is not checked.
+
+    Raises
+    ------
+    UserError
+        If a file is missing, truncated or altered.
+    """
+    reason = damage(model_dir, required=False)
+    if reason is not None:
+        raise UserError(
+            f"model folder {model_dir} is damaged: {reason}; export or copy "
+            f"it again (if you edited it on purpose, delete its {CHECKSUMS})"
+        )
+
+
 class EmotionPredictor:
     """Labels audio files with an ``EncoderClassifier``-compatible model.
 
@@ -336,6 +356,7 @@ class EmotionPredictor:
             )
         if hop <= 0 or window <= 0 or hop > window:
             raise ValueError("need 0 < hop <= window")
+        check_model_folder(model_dir)
         self._tmp = None
         if savedir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sercaf_model_")

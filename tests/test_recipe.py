@@ -94,6 +94,7 @@ def test_outputs_follow_the_recipe_contract(trained):
     for picture in ("training_curves.png", "confusion_matrix.png"):
         assert (output / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(output / "inference")) == [
+        "checksums.json",
         "embedding_model.ckpt",
         "hyperparams.yaml",
         "label_encoder.ckpt",
