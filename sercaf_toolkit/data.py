@@ -149,13 +149,18 @@ def build_datasets(hparams, label_encoder):
     Returns
     -------
     dict
-        ``train``, ``valid`` and ``test`` ``DynamicItemDataset`` objects.
+        ``train``, ``valid`` and ``test`` ``DynamicItemDataset`` objects
+        (``None`` for a split without rows).
     """
     sample_rate = hparams.get("sample_rate", 16000)
+    # A split without rows (valid.csv under `validation: none`) is None:
+    # SpeechBrain's dataset cannot be empty.
     datasets = {
         split: sb.dataio.dataset.DynamicItemDataset.from_csv(
             csv_path=hparams[f"{split}_csv"]
         )
+        if read_manifest(hparams[f"{split}_csv"])
+        else None
         for split in ("train", "valid", "test")
     }
     known = hparams.get("labels")
@@ -189,14 +194,14 @@ def build_datasets(hparams, label_encoder):
         return label_encoder.encode_label_torch(label)
 
     for split, dataset in datasets.items():
-        for utt_id, item in dataset.data.items():
+        for utt_id, item in (dataset.data if dataset else {}).items():
             if item["label"] not in label_encoder.lab2ind:
                 raise ValueError(
                     f"{hparams[f'{split}_csv']}: utterance {utt_id} has "
                     f"unknown label {item['label']!r} "
                     f"(known: {sorted(label_encoder.lab2ind)})"
                 )
-    for dataset in datasets.values():
+    for dataset in filter(None, datasets.values()):
         dataset.add_dynamic_item(audio_pipeline)
         dataset.add_dynamic_item(label_pipeline)
         dataset.set_output_keys(["id", "sig", "label_encoded"])

@@ -92,9 +92,11 @@ def test_cv_on_demo_two_files_two_seeds_and_stale_runs(
         "--folds=1-2",
         "--seeds=1,2",
         f"--output-root={root}",
+        "--gpus=0,1",  # two runs at a time (no GPU here: on the 2 CPU cores)
         "--",
         f"--data_folder={demo_data}",
-        *QUICK,
+        "--utterances_per_emotion=2",
+        "--device=cpu",
     ]
     assert cli.main([*base, "--number_of_epochs=1"]) == 0
     summary = json.loads((root / "cv_summary.json").read_text())
