@@ -80,6 +80,15 @@ def save_with_weight(folder, value, **meta):
     return checkpointer.save_checkpoint(meta={"value": value, **meta})
 
 
+def own_messages(caplog):
+    """The checkpointer's log lines (other tests' loggers may log too)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == checkpoints_module.__name__
+    ]
+
+
 def recovered_weight(folder):
     checkpointer, net = checkpointer_of(folder, -1.0)
     checkpointer.recover_if_possible()
@@ -101,7 +110,7 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_loaded(
     truncate(newest.path / "net.ckpt", 100)
     with caplog.at_level(logging.WARNING):
         assert recovered_weight(tmp_path) == 1.0
-    (warning,) = [r.getMessage() for r in caplog.records]
+    (warning,) = own_messages(caplog)
     assert str(newest.path) in warning
     assert "net.ckpt is 100 bytes" in warning and "\n" not in warning
     damaged = newest.path.with_name(newest.path.name + ".damaged")
@@ -124,7 +133,7 @@ def test_no_intact_checkpoint_left_loads_nothing_and_says_so(tmp_path, caplog):
     truncate(only.path / "net.ckpt", 10)
     with caplog.at_level(logging.WARNING):
         assert recovered_weight(tmp_path) == -1.0  # the fresh weights
-    messages = [r.getMessage() for r in caplog.records]
+    messages = own_messages(caplog)
     assert len(messages) == 2
     assert messages[1] == (
         f"No intact checkpoint left in {tmp_path}: starting from scratch"

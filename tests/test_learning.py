@@ -154,11 +154,20 @@ def test_benchmark_names_the_extra_when_opensmile_is_missing(
     assert len(error) == 1 and "baselines" in error[0], error
 
 
-def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread, given back afterwards: later tests compare runs
+    in this process with runs in subprocesses (two threads), to the bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path, one_thread):
     """Brief training of the log-mel recipe; UA pooled over two folds."""
     from sercaf_toolkit.recipe import run_recipe
 
-    torch.set_num_threads(1)
     true, predicted = [], []
     for fold in (1, 3):
         result = run_recipe(
