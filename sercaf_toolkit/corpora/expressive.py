@@ -388,7 +388,8 @@ def prepare_expressive(
     -------
     >>> import tempfile
     >>> splits = prepare_expressive(
-    ...     tempfile.mkdtemp(), tempfile.mkdtemp(), 2, 0.2, 1, 8, 2)
+    ...     tempfile.mkdtemp(), tempfile.mkdtemp(), 2, 0.2, 1, 8, 2,
+    ...     validation="group")
     >>> sorted({row["speaker"] for row in splits["test"]})
     ['f03', 'f04', 'm03', 'm04']
     >>> sorted({row["speaker"] for row in splits["valid"]})
