@@ -83,7 +83,13 @@ RECIPE_KEYS = frozenset(
 
 # Keys of the merged tree that identify a run: resuming a folder written
 # with other values would load checkpoints that do not fit (or worse, fit).
-IDENTITY_KEYS = ("model", "fold", "ssl_source", "validation")
+IDENTITY_KEYS = (
+    "model",
+    "fold",
+    "ssl_source",
+    "validation",
+    "speaker_normalization",
+)
 
 
 class RecipeResult(NamedTuple):

@@ -266,3 +266,34 @@ def test_random_split_is_only_an_explicit_speaker_dependent_option(
         {r["speaker"] for r in splits[name]} for name in ("train", "test")
     ]
     assert speakers[0] & speakers[1]  # what the default protocols forbid
+
+
+def test_speaker_normalization_is_an_option_of_every_corpus(tmp_path):
+    """Any corpus can train on speaker-normalised audio, said in split_info;
+    the copies are written once and shared by every fold."""
+    root = tmp_path / "CASIA"
+    make_casia(str(root))
+    normalized = tmp_path / "normalized"
+    for fold in (1, 2):
+        splits = casia.prepare_casia(
+            str(root),
+            str(tmp_path / f"fold{fold}"),
+            fold,
+            speaker_normalization=True,
+            normalized_folder=str(normalized),
+        )
+        for rows in splits.values():
+            assert all(row["wav"].startswith(str(normalized)) for row in rows)
+            assert all(read_audio(row["wav"]).numel() for row in rows[:3])
+        info = json.loads(
+            (tmp_path / f"fold{fold}" / "split_info.json").read_text()
+        )
+        assert info["speaker_normalization"].startswith("transductive")
+    plain = casia.prepare_casia(str(root), str(tmp_path / "plain"), 1)
+    assert not any(
+        row["wav"].startswith(str(normalized)) for row in plain["train"]
+    )
+    with pytest.raises(UserError, match="normalized_folder"):
+        casia.prepare_casia(
+            str(root), str(tmp_path / "x"), 1, speaker_normalization=True
+        )

@@ -88,6 +88,8 @@ def prepare_casia(
     strict=False,
     protocol="leave_one_speaker_out",
     validation="speaker",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Writes the manifest and one leave-one-speaker-out fold's splits.
 
@@ -99,5 +101,12 @@ def prepare_casia(
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, validation=validation
+        rows,
+        save_folder,
+        fold,
+        protocol,
+        groups,
+        validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder,
     )

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 
+from sercaf_toolkit.corpora.speaker_normalization import normalize_speakers
 from sercaf_toolkit.data import (
     AudioError,
     audio_duration,
@@ -302,6 +303,8 @@ def prepare_fold(
     valid="next",
     seed=1,
     validation="group",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Writes ``data.csv``, one fold's splits and ``split_info.json``.
 
@@ -329,12 +332,30 @@ def prepare_fold(
     validation : str
         Validation policy (see :data:`VALIDATION_POLICIES`); ``"none"``
         writes a ``valid.csv`` without rows.
+    speaker_normalization : bool
+        Point the manifests at speaker-normalised copies of the audio,
+        written once into ``normalized_folder`` (see
+        :mod:`sercaf_toolkit.corpora.speaker_normalization`). Transductive:
+        each speaker's statistics come from its own unlabeled audio, test
+        speakers included; ``split_info.json`` says so.
+    normalized_folder : str
+        Where the normalised audio goes (shared by every fold and run).
 
     Returns
     -------
     dict
         Split name -> rows.
     """
+    if speaker_normalization:
+        if not normalized_folder:
+            raise UserError(
+                "speaker_normalization: True needs normalized_folder, where "
+                "the normalised audio is written"
+            )
+        rows = ManifestRows(
+            normalize_speakers(rows, normalized_folder),
+            getattr(rows, "problems", []),
+        )
     write_manifest(rows, os.path.join(save_folder, "data.csv"))
     if protocol == RANDOM_PROTOCOL:
         logger.warning(
@@ -362,6 +383,12 @@ def prepare_fold(
             "train_speakers": sorted({r["speaker"] for r in splits["train"]}),
         }
     info["validation"] = validation
+    info["speaker_normalization"] = (
+        "transductive: each speaker's mean log-mel spectrum moved to the "
+        f"corpus mean, audio in {normalized_folder}"
+        if speaker_normalization
+        else False
+    )
     info["counts"] = {name: len(part) for name, part in splits.items()}
     # The share of the non-test utterances that trains (1.0 without
     # validation): what the validation policy costs in training data.

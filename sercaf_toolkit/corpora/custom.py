@@ -98,6 +98,8 @@ def prepare_custom(
     strict=False,
     protocol="custom_speaker_folds",
     validation="speaker",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Writes the manifest and one fold's speaker-independent splits.
 
@@ -143,5 +145,12 @@ def prepare_custom(
         n_folds = min(n_folds, len(speakers))
         groups = [speakers[i::n_folds] for i in range(n_folds)]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, validation=validation
+        rows,
+        save_folder,
+        fold,
+        protocol,
+        groups,
+        validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder,
     )

@@ -213,6 +213,8 @@ def prepare_demo(
     fold=1,
     utterances_per_emotion=10,
     validation="speaker",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Generates the demo corpus if needed and writes one fold's splits.
 
@@ -267,4 +269,6 @@ def prepare_demo(
         "demo_speaker_pairs",
         pairs,
         validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder,
     )

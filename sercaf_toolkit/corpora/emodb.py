@@ -112,6 +112,8 @@ def prepare_emodb(
     strict=False,
     protocol="leave_one_speaker_out",
     validation="speaker",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Writes the manifest and the splits of one leave-one-speaker-out fold.
 
@@ -123,5 +125,12 @@ def prepare_emodb(
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, validation=validation
+        rows,
+        save_folder,
+        fold,
+        protocol,
+        groups,
+        validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder,
     )

@@ -51,11 +51,9 @@ from scipy.signal import butter, lfilter
 
 from sercaf_toolkit.corpora.common import (
     ManifestBuilder,
-    ManifestRows,
     prepare_fold,
 )
 from sercaf_toolkit.corpora.demo import _VOWELS, SAMPLE_RATE, _resonator
-from sercaf_toolkit.corpora.speaker_normalization import normalize_speakers
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "fear")
 
@@ -355,7 +353,9 @@ def prepare_expressive(
     seed=2024,
     n_speakers=N_SPEAKERS,
     n_folds=4,
+    validation="speaker",
     speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Generates the corpus if needed and writes one fold's splits.
 
@@ -375,12 +375,9 @@ def prepare_expressive(
     scale, seed, n_speakers : see :func:`generate_expressive_corpus`.
     n_folds : int
         Number of speaker groups.
-    speaker_normalization : bool
-        Point the manifests at speaker-normalised audio (each speaker's
-        mean log-mel spectrum moved to the corpus mean, see
-        :mod:`sercaf_toolkit.corpora.speaker_normalization`). Transductive:
-        the statistics use every speaker's unlabeled audio, test speakers
-        included.
+    validation, speaker_normalization, normalized_folder : see
+        :func:`sercaf_toolkit.corpora.common.prepare_fold` (the normalised
+        audio goes to ``<data_folder>/speaker_normalized`` by default).
 
     Returns
     -------
@@ -391,7 +388,8 @@ def prepare_expressive(
     -------
     >>> import tempfile
     >>> splits = prepare_expressive(
-    ...     tempfile.mkdtemp(), tempfile.mkdtemp(), 2, 0.2, 1, 8, 2)
+    ...     tempfile.mkdtemp(), tempfile.mkdtemp(), 2, 0.2, 1, 8, 2,
+    ...     validation="group")
     >>> sorted({row["speaker"] for row in splits["test"]})
     ['f03', 'f04', 'm03', 'm04']
     >>> sorted({row["speaker"] for row in splits["valid"]})
@@ -412,15 +410,11 @@ def prepare_expressive(
             gender=speaker[0].upper(),
             sentence=sentence,
         )
-    rows = builder.rows
-    if speaker_normalization:
-        rows = ManifestRows(
-            normalize_speakers(
-                rows, os.path.join(data_folder, "speaker_normalized")
-            ),
-            rows.problems,
-        )
     return prepare_fold(
-        rows, save_folder, fold, "expressive_speaker_groups", groups,
+        builder.rows, save_folder, fold, "expressive_speaker_groups", groups,
         valid=valid,
+        validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder
+        or os.path.join(data_folder, "speaker_normalized"),
     )  # fmt: skip

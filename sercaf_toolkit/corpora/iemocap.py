@@ -164,6 +164,8 @@ def prepare_iemocap(
     protocol="leave_one_session_out",
     strict=False,
     validation="speaker",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Writes the manifest and one fold's speaker-independent splits.
 
@@ -197,8 +199,17 @@ def prepare_iemocap(
             groups,
             valid,
             validation=validation,
+            speaker_normalization=speaker_normalization,
+            normalized_folder=normalized_folder,
         )
     groups = [speakers[i : i + 2] for i in range(0, len(speakers), 2)]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, validation=validation
+        rows,
+        save_folder,
+        fold,
+        protocol,
+        groups,
+        validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder,
     )

@@ -106,6 +106,8 @@ def prepare_ravdess(
     strict=False,
     protocol="actor_folds_6",
     validation="speaker",
+    speaker_normalization=False,
+    normalized_folder=None,
 ):
     """Writes the manifest and the splits of one of the 6 actor folds.
 
@@ -114,5 +116,12 @@ def prepare_ravdess(
     rows = build_manifest(data_folder, strict)
     groups = [[actor_name(a) for a in fold_actors] for fold_actors in FOLDS]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, validation=validation
+        rows,
+        save_folder,
+        fold,
+        protocol,
+        groups,
+        validation=validation,
+        speaker_normalization=speaker_normalization,
+        normalized_folder=normalized_folder,
     )
