@@ -32,6 +32,16 @@ def digest(paths):
     return sha.hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_given_back():
+    """The benchmark (and the training test) set torch's thread count; later
+    tests compare runs in this process with runs in subprocesses to the
+    bit, so every test here gives the count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_generator_speakers_classes_and_determinism(tmp_path):
     paths = expressive.generate_expressive_corpus(tmp_path / "a", scale=0.2)
     speakers = {os.path.basename(os.path.dirname(p)) for p in paths}
@@ -154,20 +164,11 @@ def test_benchmark_names_the_extra_when_opensmile_is_missing(
     assert len(error) == 1 and "baselines" in error[0], error
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, given back afterwards: later tests compare runs
-    in this process with runs in subprocesses (two threads), to the bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path, one_thread):
+def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path):
     """Brief training of the log-mel recipe; UA pooled over two folds."""
     from sercaf_toolkit.recipe import run_recipe
 
+    torch.set_num_threads(1)
     true, predicted = [], []
     for fold in (1, 3):
         result = run_recipe(

@@ -353,7 +353,7 @@ def prepare_expressive(
     seed=2024,
     n_speakers=N_SPEAKERS,
     n_folds=4,
-    validation="speaker",
+    validation="group",
     speaker_normalization=False,
     normalized_folder=None,
 ):
@@ -376,8 +376,10 @@ def prepare_expressive(
     n_folds : int
         Number of speaker groups.
     validation, speaker_normalization, normalized_folder : see
-        :func:`sercaf_toolkit.corpora.common.prepare_fold` (the normalised
-        audio goes to ``<data_folder>/speaker_normalized`` by default).
+        :func:`sercaf_toolkit.corpora.common.prepare_fold`; validation is
+        ``"group"`` here (two speakers, as the learning benchmark measured)
+        and the normalised audio goes to ``<data_folder>/speaker_normalized``
+        by default.
 
     Returns
     -------
