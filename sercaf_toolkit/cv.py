@@ -151,12 +151,11 @@ class CrossValidation:
         for stem, path in self.hparams.items():
             _, _, yaml_overrides = sb.parse_arguments([path, *self.overrides])
             # Mistakes found here cost seconds, not a failed run per fold.
+            composed = compose_hparams(path)
             check_overrides(
-                ruamel.yaml.YAML().load(compose_hparams(path)),
-                yaml_overrides,
-                path,
+                ruamel.yaml.YAML().load(composed), yaml_overrides, path
             )
-            tree = resolve_hparams(path, yaml_overrides)
+            tree = resolve_hparams(path, yaml_overrides, composed)
             check_recipe_corpus(tree)
             n_folds = None
             if not folds:  # the corpus knows its protocol's folds

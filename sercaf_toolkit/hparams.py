@@ -121,15 +121,18 @@ def compose_hparams(path):
     return text.getvalue()
 
 
-def resolve_hparams(path, overrides=None):
+def resolve_hparams(path, overrides=None, composed=None):
     """The merged tree with overrides applied and ``!ref`` resolved.
 
     Nothing is built: ``!new:`` and ``!name:`` stay tags. This is how the
     runner and ``sercaf cv`` read keys (``output_folder``, ``prepare``)
-    before any model is loaded.
+    before any model is loaded. ``composed``: the text of
+    :func:`compose_hparams` when the caller has it already.
     """
+    if composed is None:
+        composed = compose_hparams(path)
     try:
-        text = resolve_references(compose_hparams(path), overrides)
+        text = resolve_references(composed, overrides)
     except ValueError as error:
         if "PLACEHOLDER" not in str(error):
             raise

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import ruamel.yaml
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml, resolve_references
+from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sercaf_toolkit.brain import SERBrain
@@ -315,7 +315,7 @@ def load_recipe(argv, script_dir=None):
     hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
     composed = compose_hparams(hparams_file)
     check_overrides(ruamel.yaml.YAML().load(composed), overrides, hparams_file)
-    tree = resolve_hparams(hparams_file, overrides)
+    tree = resolve_hparams(hparams_file, overrides, composed)
     check_recipe_corpus(tree)
     if isinstance(tree.get("ssl_source"), str):
         check_ssl_source(tree["ssl_source"])
@@ -364,9 +364,10 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     )
     if if_main_process():
         with open(os.path.join(output_folder, "hyperparams.yaml"), "w") as out:
+            applied = _overrides_dict(overrides)
             out.write(f"# {os.path.abspath(hparams_file)}, layers merged")
-            out.write(f" and overrides applied: {overrides or 'none'}\n")
-            out.write(resolve_references(composed, overrides).getvalue())
+            out.write(f" and overrides applied: {json.dumps(applied)}\n")
+            ruamel.yaml.YAML().dump(tree, out)
     run_on_main(hparams["prepare"])
     info_file = os.path.join(output_folder, "run_info.json")
     if if_main_process():

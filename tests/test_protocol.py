@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import pytest
+import ruamel.yaml
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.data import read_manifest
@@ -49,6 +50,10 @@ def test_validation_none_trains_on_all_non_test_speakers(demo_data, tmp_path):
     assert "valid" not in log and log.count("train UA") == 2
     split = json.loads((output / "split_info.json").read_text())
     assert split["validation"] == "none" and split["training_share"] == 1.0
+    # The run's hyperparams.yaml: the merged layers with the overrides.
+    saved = ruamel.yaml.YAML().load(output / "hyperparams.yaml")
+    assert saved["validation"] == "none" and saved["number_of_epochs"] == 2
+    assert "fusion" in saved and "extends" not in saved
 
 
 def test_speaker_policy_keeps_all_but_one_training_speaker(demo_data, tmp_path):
