@@ -87,26 +87,19 @@ def prepare_casia(
     fold=1,
     strict=False,
     protocol="leave_one_speaker_out",
-    validation="speaker",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Writes the manifest and one leave-one-speaker-out fold's splits.
 
     Fold ``k`` tests on the k-th of liuchanhg, wangzhe, zhaoquanyin,
     zhaozuoxiang and validates on the next one.
 
-    ``validation``: see :func:`~sercaf_toolkit.corpora.common.speaker_folds`.
+    ``split_options`` (``validation``, ``speaker_normalization``,
+    ``normalized_folder``): see
+    :func:`~sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
     return prepare_fold(
-        rows,
-        save_folder,
-        fold,
-        protocol,
-        groups,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder,
+        rows, save_folder, fold, protocol, groups, **split_options
     )

@@ -302,7 +302,7 @@ def prepare_fold(
     groups,
     valid="next",
     seed=1,
-    validation="group",
+    validation="speaker",
     speaker_normalization=False,
     normalized_folder=None,
 ):

@@ -97,9 +97,7 @@ def prepare_custom(
     n_folds=5,
     strict=False,
     protocol="custom_speaker_folds",
-    validation="speaker",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Writes the manifest and one fold's speaker-independent splits.
 
@@ -117,9 +115,10 @@ def prepare_custom(
         Make skipped rows an error.
     protocol : str
         ``random_speaker_dependent`` splits utterances at random instead.
-    validation : str
-        ``"speaker"`` (one validation speaker), ``"group"`` or ``"none"``:
-        see :func:`sercaf_toolkit.corpora.common.speaker_folds`.
+    **split_options
+        ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
+        ``speaker_normalization``, ``normalized_folder``: see
+        :func:`sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     if all("fold" in row for row in rows):
@@ -145,12 +144,5 @@ def prepare_custom(
         n_folds = min(n_folds, len(speakers))
         groups = [speakers[i::n_folds] for i in range(n_folds)]
     return prepare_fold(
-        rows,
-        save_folder,
-        fold,
-        protocol,
-        groups,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder,
+        rows, save_folder, fold, protocol, groups, **split_options
     )

@@ -212,9 +212,7 @@ def prepare_demo(
     save_folder,
     fold=1,
     utterances_per_emotion=10,
-    validation="speaker",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Generates the demo corpus if needed and writes one fold's splits.
 
@@ -233,9 +231,10 @@ def prepare_demo(
     utterances_per_emotion : int
         Utterances per speaker and emotion.
 
-    validation : str
-        ``"speaker"`` (one validation speaker), ``"group"`` or ``"none"``:
-        see :func:`sercaf_toolkit.corpora.common.speaker_folds`.
+    **split_options
+        ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
+        ``speaker_normalization``, ``normalized_folder``: see
+        :func:`sercaf_toolkit.corpora.common.prepare_fold`.
 
     Returns
     -------
@@ -268,7 +267,5 @@ def prepare_demo(
         fold,
         "demo_speaker_pairs",
         pairs,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder,
+        **split_options,
     )

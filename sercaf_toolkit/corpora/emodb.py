@@ -111,26 +111,19 @@ def prepare_emodb(
     fold=1,
     strict=False,
     protocol="leave_one_speaker_out",
-    validation="speaker",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Writes the manifest and the splits of one leave-one-speaker-out fold.
 
     Fold ``k`` tests on the k-th speaker of ``03 08 09 10 11 12 13 14 15
     16`` and validates on the next one.
 
-    ``validation``: see :func:`~sercaf_toolkit.corpora.common.speaker_folds`.
+    ``split_options`` (``validation``, ``speaker_normalization``,
+    ``normalized_folder``): see
+    :func:`~sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
     return prepare_fold(
-        rows,
-        save_folder,
-        fold,
-        protocol,
-        groups,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder,
+        rows, save_folder, fold, protocol, groups, **split_options
     )

@@ -353,9 +353,7 @@ def prepare_expressive(
     seed=2024,
     n_speakers=N_SPEAKERS,
     n_folds=4,
-    validation="group",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Generates the corpus if needed and writes one fold's splits.
 
@@ -375,7 +373,8 @@ def prepare_expressive(
     scale, seed, n_speakers : see :func:`generate_expressive_corpus`.
     n_folds : int
         Number of speaker groups.
-    validation, speaker_normalization, normalized_folder : see
+    **split_options
+        ``validation``, ``speaker_normalization``, ``normalized_folder`` of
         :func:`sercaf_toolkit.corpora.common.prepare_fold`; validation is
         ``"group"`` here (two speakers, as the learning benchmark measured)
         and the normalised audio goes to ``<data_folder>/speaker_normalized``
@@ -412,11 +411,12 @@ def prepare_expressive(
             gender=speaker[0].upper(),
             sentence=sentence,
         )
+    split_options.setdefault("validation", "group")
+    split_options.setdefault(
+        "normalized_folder", os.path.join(data_folder, "speaker_normalized")
+    )
     return prepare_fold(
         builder.rows, save_folder, fold, "expressive_speaker_groups", groups,
         valid=valid,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder
-        or os.path.join(data_folder, "speaker_normalized"),
+        **split_options,
     )  # fmt: skip

@@ -163,9 +163,7 @@ def prepare_iemocap(
     fold=1,
     protocol="leave_one_session_out",
     strict=False,
-    validation="speaker",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Writes the manifest and one fold's speaker-independent splits.
 
@@ -180,10 +178,10 @@ def prepare_iemocap(
     protocol : str
         One of :data:`PROTOCOLS`, or ``random_speaker_dependent``.
     strict : bool
-        Make skipped files and unknown counts an error.
-    validation : str
-        ``"speaker"`` (one validation speaker), ``"group"`` or ``"none"``:
-        see :func:`sercaf_toolkit.corpora.common.speaker_folds`.
+        Make skipped files and unknown counts an error.    **split_options
+        ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
+        ``speaker_normalization``, ``normalized_folder``: see
+        :func:`sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     speakers = [f"Ses{s:02d}{g}" for s in SESSIONS for g in "FM"]
@@ -192,24 +190,9 @@ def prepare_iemocap(
         # Validation: the other speaker of the test speaker's session.
         valid = [[speakers[i ^ 1]] for i in range(len(speakers))]
         return prepare_fold(
-            rows,
-            save_folder,
-            fold,
-            protocol,
-            groups,
-            valid,
-            validation=validation,
-            speaker_normalization=speaker_normalization,
-            normalized_folder=normalized_folder,
+            rows, save_folder, fold, protocol, groups, valid, **split_options
         )
     groups = [speakers[i : i + 2] for i in range(0, len(speakers), 2)]
     return prepare_fold(
-        rows,
-        save_folder,
-        fold,
-        protocol,
-        groups,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder,
+        rows, save_folder, fold, protocol, groups, **split_options
     )

@@ -105,23 +105,16 @@ def prepare_ravdess(
     fold=1,
     strict=False,
     protocol="actor_folds_6",
-    validation="speaker",
-    speaker_normalization=False,
-    normalized_folder=None,
+    **split_options,
 ):
     """Writes the manifest and the splits of one of the 6 actor folds.
 
-    ``validation``: see :func:`~sercaf_toolkit.corpora.common.speaker_folds`.
+    ``split_options`` (``validation``, ``speaker_normalization``,
+    ``normalized_folder``): see
+    :func:`~sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[actor_name(a) for a in fold_actors] for fold_actors in FOLDS]
     return prepare_fold(
-        rows,
-        save_folder,
-        fold,
-        protocol,
-        groups,
-        validation=validation,
-        speaker_normalization=speaker_normalization,
-        normalized_folder=normalized_folder,
+        rows, save_folder, fold, protocol, groups, **split_options
     )
