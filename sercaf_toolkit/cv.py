@@ -30,15 +30,13 @@ import subprocess
 import sys
 import time
 
-import ruamel.yaml
 import speechbrain as sb
 
 from sercaf_toolkit.corpora import check_recipe_corpus, recipe_fold_count
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.hparams import (
-    check_overrides,
-    compose_hparams,
-    resolve_hparams,
+    checked_hparams,
+    overrides_dict,
     resolve_hparams_path,
 )
 from sercaf_toolkit.results import results_table, summarize_runs
@@ -151,11 +149,7 @@ class CrossValidation:
         for stem, path in self.hparams.items():
             _, _, yaml_overrides = sb.parse_arguments([path, *self.overrides])
             # Mistakes found here cost seconds, not a failed run per fold.
-            composed = compose_hparams(path)
-            check_overrides(
-                ruamel.yaml.YAML().load(composed), yaml_overrides, path
-            )
-            tree = resolve_hparams(path, yaml_overrides, composed)
+            _, tree = checked_hparams(path, yaml_overrides)
             check_recipe_corpus(tree)
             n_folds = None
             if not folds:  # the corpus knows its protocol's folds
@@ -213,8 +207,7 @@ class CrossValidation:
         _, _, overrides = sb.parse_arguments(command[2:])
         wanted = {
             "hparams_file": command[2],
-            "overrides": ruamel.yaml.YAML(typ="safe").load(overrides or "")
-            or {},
+            "overrides": overrides_dict(overrides),
         }
         difference = _first_difference(earlier, wanted)
         if difference is None:

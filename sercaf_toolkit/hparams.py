@@ -143,6 +143,32 @@ def resolve_hparams(path, overrides=None, composed=None):
     return ruamel.yaml.YAML().load(text.getvalue())
 
 
+def checked_hparams(path, overrides=None):
+    """Merges the layers, checks the override names, resolves; builds nothing.
+
+    What the runner and ``sercaf cv`` both do before anything else.
+
+    Returns
+    -------
+    composed, tree
+        The merged YAML text and its resolved, unbuilt tree.
+    """
+    composed = compose_hparams(path)
+    check_overrides(ruamel.yaml.YAML().load(composed), overrides, path)
+    return composed, resolve_hparams(path, overrides, composed)
+
+
+def overrides_dict(overrides):
+    """SpeechBrain's override text (``key: value`` lines) as a dict.
+
+    Example
+    -------
+    >>> overrides_dict("fold: 2\\nseed: 7\\n"), overrides_dict("")
+    ({'fold': 2, 'seed': 7}, {})
+    """
+    return ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+
+
 def load_hparams(path, overrides=None):
     """Builds a recipe's objects, as ``load_hyperpyyaml`` on the merged file.
 

@@ -50,9 +50,8 @@ from sercaf_toolkit.data import (
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import (
-    check_overrides,
-    compose_hparams,
-    resolve_hparams,
+    checked_hparams,
+    overrides_dict,
     resolve_hparams_path,
 )
 from sercaf_toolkit.lobes.ssl import check_ssl_source
@@ -169,7 +168,7 @@ def write_run_info(hparams, identity, hparams_file, overrides, path):
     info["ssl_source"] = source if isinstance(source, str) else None
     info["fold"] = hparams.get("fold")
     info["hparams_file"] = os.path.abspath(hparams_file)
-    info["overrides"] = _overrides_dict(overrides)
+    info["overrides"] = overrides_dict(overrides)
     info["identity"] = identity
     split_info = os.path.join(hparams["output_folder"], "split_info.json")
     if os.path.exists(split_info):
@@ -298,10 +297,6 @@ def write_refit_manifests(output_folder, refit_hparams):
     write_manifest(splits["test"], refit_hparams["test_csv"], fields)
 
 
-def _overrides_dict(overrides):
-    return ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
-
-
 def load_recipe(argv, script_dir=None):
     """Parses, merges and checks a recipe's hparams; builds nothing.
 
@@ -313,9 +308,7 @@ def load_recipe(argv, script_dir=None):
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
-    composed = compose_hparams(hparams_file)
-    check_overrides(ruamel.yaml.YAML().load(composed), overrides, hparams_file)
-    tree = resolve_hparams(hparams_file, overrides, composed)
+    composed, tree = checked_hparams(hparams_file, overrides)
     check_recipe_corpus(tree)
     if isinstance(tree.get("ssl_source"), str):
         check_ssl_source(tree["ssl_source"])
@@ -364,7 +357,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     )
     if if_main_process():
         with open(os.path.join(output_folder, "hyperparams.yaml"), "w") as out:
-            applied = _overrides_dict(overrides)
+            applied = overrides_dict(overrides)
             out.write(f"# {os.path.abspath(hparams_file)}, layers merged")
             out.write(f" and overrides applied: {json.dumps(applied)}\n")
             ruamel.yaml.YAML().dump(tree, out)
@@ -385,7 +378,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         hparams = load_hyperpyyaml(
             composed,
             {
-                **_overrides_dict(overrides),
+                **overrides_dict(overrides),
                 "output_folder": os.path.join(output_folder, "refit"),
                 "number_of_epochs": epochs,
             },

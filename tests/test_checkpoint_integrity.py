@@ -31,9 +31,9 @@ from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.inference import EmotionPredictor
 from sercaf_toolkit.integrity import CHECKSUMS, damage, write_checksums
 from sercaf_toolkit.recipe import run_recipe
+from tests.demo_runs import DEMO_YAML, demo_args
 
 ROOT = pathlib.Path(sercaf_toolkit.__file__).resolve().parent.parent
-DEMO_YAML = ROOT / "recipes" / "Demo" / "hparams" / "caf.yaml"
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
@@ -244,18 +244,6 @@ def demo_data(tmp_path_factory):
     return tmp_path_factory.mktemp("demo_data")
 
 
-def demo_args(data, output, epochs):
-    return [
-        str(DEMO_YAML),
-        "--device=cpu",
-        f"--data_folder={data}",
-        f"--output_folder={output}",
-        "--utterances_per_emotion=3",
-        f"--number_of_epochs={epochs}",
-        "--seed=7",
-    ]
-
-
 def checkpoints_by_epoch(output):
     found = {}
     for path in (output / "save").glob("CKPT+*"):
@@ -280,11 +268,15 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
     demo_data, tmp_path
 ):
     output = tmp_path / "run"
-    straight = run_recipe(demo_args(demo_data, output, 2))
+    straight = run_recipe(
+        demo_args(demo_data, output, "--number_of_epochs=2", "--seed=7")
+    )
     kept = checkpoints_by_epoch(output)
     assert sorted(kept) == [1, 2]  # the latest two, the best among them
     truncate(kept[2] / "model.ckpt")
-    resumed = run_recipe(demo_args(demo_data, output, 2))
+    resumed = run_recipe(
+        demo_args(demo_data, output, "--number_of_epochs=2", "--seed=7")
+    )
     assert resumed.metrics == straight.metrics  # epoch 2 trained again
     (warning,) = warnings_in_log(output)
     assert warning.startswith(f"Checkpoint {kept[2]} is damaged (model.ckpt")
@@ -296,10 +288,14 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
 
 def test_no_intact_checkpoint_restarts_from_scratch(demo_data, tmp_path):
     output = tmp_path / "run"
-    first = run_recipe(demo_args(demo_data, output, 1))
+    first = run_recipe(
+        demo_args(demo_data, output, "--number_of_epochs=1", "--seed=7")
+    )
     (only,) = checkpoints_by_epoch(output).values()
     truncate(only / "model.ckpt")
-    again = run_recipe(demo_args(demo_data, output, 1))
+    again = run_recipe(
+        demo_args(demo_data, output, "--number_of_epochs=1", "--seed=7")
+    )
     assert again.metrics == first.metrics  # trained again, same seed
     damaged, scratch = warnings_in_log(output)
     assert str(only) in damaged
@@ -315,7 +311,7 @@ def test_full_disk_stops_the_run_in_one_line_and_keeps_the_checkpoint(
     demo_data, tmp_path, monkeypatch
 ):
     output = tmp_path / "run"
-    run_recipe(demo_args(demo_data, output, 1))
+    run_recipe(demo_args(demo_data, output, "--number_of_epochs=1", "--seed=7"))
     real_save = torch.save
 
     def full_disk(obj, path, *args, **kwargs):
@@ -325,7 +321,9 @@ def test_full_disk_stops_the_run_in_one_line_and_keeps_the_checkpoint(
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CheckpointSaveError) as raised:
-        run_recipe(demo_args(demo_data, output, 2))
+        run_recipe(
+            demo_args(demo_data, output, "--number_of_epochs=2", "--seed=7")
+        )
     monkeypatch.undo()
     message = str(raised.value)
     assert "\n" not in message

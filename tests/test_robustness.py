@@ -13,34 +13,21 @@ import pytest
 import soundfile
 import torch
 
-from sercaf_toolkit.brain import RandomState, SERBrain
+from sercaf_toolkit.brain import SERBrain
+from sercaf_toolkit.checkpoints import RandomState
 from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.data import read_manifest
 from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.recipe import run_recipe
+from tests.demo_runs import demo_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO_TRAIN = ROOT / "recipes" / "Demo" / "train.py"
-DEMO_YAML = ROOT / "recipes" / "Demo" / "hparams" / "caf.yaml"
 
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
     return tmp_path_factory.mktemp("demo_data")
-
-
-def demo_args(data, output, *extra):
-    """Demo recipe arguments: 3 utterances per emotion, 3 epochs by default."""
-    if not any(arg.startswith("--number_of_epochs") for arg in extra):
-        extra = (*extra, "--number_of_epochs=3")
-    return [
-        str(DEMO_YAML),
-        "--device=cpu",
-        f"--data_folder={data}",
-        f"--output_folder={output}",
-        "--utterances_per_emotion=3",
-        *extra,
-    ]
 
 
 def outputs(folder):

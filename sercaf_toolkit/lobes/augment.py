@@ -25,6 +25,20 @@ import torch
 from speechbrain.augment.freq_domain import SpectrogramDrop
 
 
+def _masks(count, width, dim):
+    """SpeechBrain's SpectrogramDrop: 0..count masks of 1..width along dim
+    (None for no masks)."""
+    if count <= 0:
+        return None
+    return SpectrogramDrop(
+        drop_length_low=1,
+        drop_length_high=max(2, width + 1),
+        drop_count_low=0,
+        drop_count_high=count,
+        dim=dim,
+    )
+
+
 class LogMelAugment(torch.nn.Module):
     """Random masks, channel colouring and gain on ``[B, T, F]`` features.
 
@@ -75,28 +89,8 @@ class LogMelAugment(torch.nn.Module):
         gain=0.1,
     ):
         super().__init__()
-        self.time_drop = (
-            SpectrogramDrop(
-                drop_length_low=1,
-                drop_length_high=max(2, time_mask_frames + 1),
-                drop_count_low=0,
-                drop_count_high=time_masks,
-                dim=1,
-            )
-            if time_masks > 0
-            else None
-        )
-        self.freq_drop = (
-            SpectrogramDrop(
-                drop_length_low=1,
-                drop_length_high=max(2, freq_mask_bands + 1),
-                drop_count_low=0,
-                drop_count_high=freq_masks,
-                dim=2,
-            )
-            if freq_masks > 0
-            else None
-        )
+        self.time_drop = _masks(time_masks, time_mask_frames, dim=1)
+        self.freq_drop = _masks(freq_masks, freq_mask_bands, dim=2)
         self.channel = channel
         self.gain = gain
 
