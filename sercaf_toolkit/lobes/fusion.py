@@ -274,18 +274,63 @@ class CrossAttentionFusion(FusionBlock):
         ):
             keys = torch.cat(projected[:index] + projected[index + 1 :], dim=1)
             key_mask = torch.cat(masks[:index] + masks[index + 1 :], dim=1)
-            attended, weights = attention(
-                query,
-                keys,
-                keys,
-                key_padding_mask=~key_mask,
-                need_weights=self.keep_attention,
-            )
+            if torch.onnx.is_in_onnx_export():
+                attended, weights = _traceable_attention(
+                    attention, query, keys, key_mask
+                )
+            else:
+                attended, weights = attention(
+                    query,
+                    keys,
+                    keys,
+                    key_padding_mask=~key_mask,
+                    need_weights=self.keep_attention,
+                )
             frames = norm(query + self.dropout(attended))
             pooled.append(self.pooling(frames, masks[index]))
             maps.append(weights)
         self.attention_maps = maps if self.keep_attention else None
         return torch.relu(self.linear(torch.cat(pooled, dim=-1)))
+
+
+def _traceable_attention(attention, query, keys, key_mask):
+    """Evaluation-mode ``torch.nn.MultiheadAttention``, written out.
+
+    Traced for ONNX, the module's own code bakes the trace's sequence
+    length into its reshapes, so that another length fails to run. Here
+    heads are split with ``unflatten`` (constant sizes only) and the
+    result is the module's in evaluation mode (no dropout), without
+    weights.
+
+    Example
+    -------
+    >>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    >>> query, keys = torch.randn(2, 5, 8), torch.randn(2, 3, 8)
+    >>> mask = torch.tensor([[True, True, True], [True, False, False]])
+    >>> ours, _ = _traceable_attention(mha, query, keys, mask)
+    >>> theirs, _ = mha(query, keys, keys, key_padding_mask=~mask)
+    >>> torch.allclose(ours, theirs, atol=1e-6)
+    True
+    """
+    heads = attention.num_heads
+    width = attention.embed_dim // heads
+    weights = attention.in_proj_weight.chunk(3)
+    biases = (
+        attention.in_proj_bias.chunk(3)
+        if attention.in_proj_bias is not None
+        else (None, None, None)
+    )
+
+    def split(x, index):  # [B, T, E] -> [B, heads, T, width]
+        x = torch.nn.functional.linear(x, weights[index], biases[index])
+        return x.unflatten(-1, (heads, width)).transpose(1, 2)
+
+    q, k, v = split(query, 0), split(keys, 1), split(keys, 2)
+    scores = torch.matmul(q, k.transpose(-1, -2)) / width**0.5
+    hidden = torch.finfo(scores.dtype).min
+    scores = scores.masked_fill(~key_mask[:, None, None, :], hidden)
+    attended = torch.matmul(torch.softmax(scores, dim=-1), v)
+    return attention.out_proj(attended.transpose(1, 2).flatten(2)), None
 
 
 class PaperCAF(FusionBlock):

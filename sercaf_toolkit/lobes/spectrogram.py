@@ -4,6 +4,7 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+import numpy
 import torch
 import torchaudio
 
@@ -56,6 +57,15 @@ class LogMel(torch.nn.Module):
     amin : float
         Power floor before the logarithm.
 
+    Attributes
+    ----------
+    use_dft : bool
+        Compute the spectrum as a convolution with a windowed DFT basis
+        instead of ``torch.stft`` (same values, to float32 rounding).
+        ONNX has no exportable counterpart of ``torch.stft``, so the DFT
+        is also used, whatever this flag says, while
+        ``torch.onnx.export`` traces the module.
+
     Example
     -------
     >>> logmel = LogMel()
@@ -89,6 +99,7 @@ class LogMel(torch.nn.Module):
             norm="slaney",
             mel_scale="slaney",
         )
+        self.use_dft = False
 
     def forward(self, wavs, wav_lens=None):
         """Computes ``[batch, frames, n_mels]`` dB features and their mask.
@@ -111,7 +122,10 @@ class LogMel(torch.nn.Module):
         # utterance see the same zeros as an unpadded run's centre padding.
         wavs, lengths, _ = mask_waveforms(wavs, wav_lens)
         with torch.autocast(wavs.device.type, enabled=False):
-            power = self.mel(wavs.float()).transpose(1, 2)  # [B, T, F]
+            if self.use_dft or torch.onnx.is_in_onnx_export():
+                power = self._mel_power_dft(wavs.float())
+            else:
+                power = self.mel(wavs.float()).transpose(1, 2)  # [B, T, F]
         decibels = 10.0 * torch.log10(power.clamp(min=self.amin))
         frames = lengths // self.hop_length + 1
         mask = lengths_to_mask(frames, decibels.shape[1])
@@ -121,6 +135,36 @@ class LogMel(torch.nn.Module):
             peak = peak.amax(dim=(1, 2), keepdim=True)
             decibels = torch.maximum(decibels, peak - self.top_db)
         return decibels * mask.unsqueeze(-1), mask
+
+    def _mel_power_dft(self, wavs):
+        """``[B, T, n_mels]`` mel power, the STFT done as a convolution.
+
+        Frames, window and padding are those of ``self.mel`` (centred
+        frames, zero padding, periodic Hann window): each output channel
+        of the convolution is the windowed cosine or sine of one frequency
+        bin. The basis is built in float64 with numpy, so that an export
+        stores it as a constant rather than as operations.
+        """
+        spectrogram = self.mel.spectrogram
+        n_fft, hop = spectrogram.n_fft, spectrogram.hop_length
+        window = spectrogram.window.double().cpu().numpy()
+        if len(window) != n_fft:  # torch.stft centres a shorter window
+            left = (n_fft - len(window)) // 2
+            window = numpy.pad(window, (left, n_fft - len(window) - left))
+        bins = n_fft // 2 + 1
+        angle = (
+            2 * numpy.pi * numpy.outer(numpy.arange(bins), numpy.arange(n_fft))
+        ) / n_fft
+        basis = numpy.concatenate(
+            [numpy.cos(angle) * window, numpy.sin(angle) * window]
+        )
+        basis = torch.from_numpy(basis.astype(numpy.float32)).to(wavs.device)
+        padded = torch.nn.functional.pad(wavs, (n_fft // 2, n_fft // 2))
+        parts = torch.nn.functional.conv1d(
+            padded.unsqueeze(1), basis.unsqueeze(1), stride=hop
+        )  # [B, 2 * bins, T]
+        power = parts[:, :bins].pow(2) + parts[:, bins:].pow(2)
+        return torch.matmul(power.transpose(1, 2), self.mel.mel_scale.fb)
 
 
 class SpectrogramStream(torch.nn.Module):
