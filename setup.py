@@ -1,5 +1,6 @@
 """Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests,
-``.[baselines]`` for the eGeMAPS baseline of benchmarks/learning.py)."""
+``.[onnx]`` for ONNX export and onnxruntime inference, ``.[baselines]``
+for the eGeMAPS baseline of benchmarks/learning.py)."""
 
 from setuptools import find_packages, setup
 
@@ -62,7 +63,10 @@ setup(
     ],
     entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
     extras_require={
-        "test": ["pytest>=8", "ruff"],
+        # tests/test_onnx.py runs the ONNX export and onnxruntime path
+        "test": ["pytest>=8", "ruff", "onnx>=1.16", "onnxruntime>=1.18"],
+        # sercaf export-onnx, and .onnx models in sercaf predict
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         # benchmarks/learning.py's eGeMAPS baseline (openSMILE functionals)
         "baselines": ["opensmile"],
     },

@@ -2,10 +2,11 @@
 
     sercaf cv RECIPE HPARAMS [HPARAMS ...] [--folds 1-3] [--output-root DIR]
               [--gpus 0,1] [-- --key=value ...]
-    sercaf predict MODEL_DIR INPUT [INPUT ...] [--out FILE.csv|.json]
+    sercaf predict MODEL_DIR|MODEL.onnx INPUT [INPUT ...] [--out FILE.csv|.json]
               [--batch-size N] [--device cpu|cuda] [--window S --hop S]
               [--long-threshold S] [--plot FILE.png]
     sercaf attention MODEL_DIR AUDIO [--out attention.png] [--json FILE]
+    sercaf export-onnx MODEL_DIR OUT.onnx [--int8]
     sercaf table CV_SUMMARY [CV_SUMMARY ...] [--out results.md]
 
 A mistake in the command (a missing file, an option out of range) ends in
@@ -89,6 +90,24 @@ def _check_model_dir(model_dir):
             f"{model_dir} is not a model folder (no hyperparams.yaml); give "
             "a model folder such as a recipe's .../inference/"
         )
+
+
+def _check_model(model, onnx_ok=True):
+    """A model folder, or (where ``onnx_ok``) an ``.onnx`` file."""
+    if not model.lower().endswith(".onnx"):
+        _check_model_dir(model)
+        return
+    if not onnx_ok:
+        raise UserError(
+            f"{model} is an ONNX model, whose graph returns only "
+            "log-probabilities; give the model folder it was exported from"
+        )
+    _existing_file(
+        model, "ONNX model", "give a file written by sercaf export-onnx"
+    )
+    from sercaf_toolkit.onnx_export import require
+
+    require("onnxruntime")
 
 
 def _check_device(device):
@@ -203,7 +222,9 @@ def _predict_parser(subparsers):
         ),
     )
     parser.add_argument(
-        "model_dir", help="model folder (e.g. a recipe's inference/)"
+        "model_dir",
+        help="model folder (e.g. a recipe's inference/), or an .onnx file "
+        "written by sercaf export-onnx (run with onnxruntime)",
     )
     parser.add_argument(
         "inputs",
@@ -265,7 +286,7 @@ def _predict_parser(subparsers):
 
 
 def _check_predict_args(args):
-    _check_model_dir(args.model_dir)
+    _check_model(args.model_dir)
     if args.batch_size < 1:
         raise UserError(
             f"--batch-size {args.batch_size}: give a positive number"
@@ -383,7 +404,7 @@ def _attention_parser(subparsers):
 
 
 def _attention(args):
-    _check_model_dir(args.model_dir)
+    _check_model(args.model_dir, onnx_ok=False)
     for option, target in (("--out", args.out), ("--json", args.json)):
         if target is not None:
             _writable_target(target, option)
@@ -415,6 +436,59 @@ def _attention(args):
             )
     print(
         f"[sercaf attention] {args.audio}: {result['label']}; wrote {args.out}"
+    )
+    return 0
+
+
+# export-onnx -------------------------------------------------------------
+
+
+def _export_onnx_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export-onnx",
+        help="write a model folder as one ONNX file for onnxruntime",
+        description=(
+            "Writes one ONNX file mapping a batch of 16 kHz waveforms "
+            "(wavs [batch, samples]) and their relative lengths (lens "
+            "[batch]) to class log-probabilities, with the labels in its "
+            "metadata; sercaf predict takes it as the model. Needs "
+            'pip install -e ".[onnx]".'
+        ),
+    )
+    parser.add_argument(
+        "model_dir", help="model folder (e.g. a recipe's inference/)"
+    )
+    parser.add_argument("out", help="the .onnx file to write")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantise the matrix products to int8 (onnxruntime dynamic "
+        "quantisation): a smaller, faster file on CPU",
+    )
+    _debug_option(parser)
+    parser.set_defaults(func=_export_onnx)
+    return parser
+
+
+def _export_onnx(args):
+    _check_model_dir(args.model_dir)
+    if not args.out.lower().endswith(".onnx"):
+        raise UserError(f"{args.out}: give an output file name ending in .onnx")
+    _writable_target(args.out, "output")
+    from sercaf_toolkit.onnx_export import require
+
+    require("onnx")
+    require("onnxruntime")
+    from sercaf_toolkit.onnx_export import export_onnx
+
+    result = export_onnx(args.model_dir, args.out, int8=args.int8)
+    kind = "int8" if args.int8 else "fp32"
+    print(
+        f"[sercaf export-onnx] wrote {args.out} ({kind}, "
+        f"{result['bytes'] / 1e6:.1f} MB, labels "
+        f"{', '.join(result['labels'])}); largest log-probability "
+        f"difference from PyTorch on a check batch: "
+        f"{result['max_difference']:.2g}"
     )
     return 0
 
@@ -466,7 +540,13 @@ def build_parser():
     subparsers = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND"
     )
-    for add in (_cv_parser, _predict_parser, _attention_parser, _table_parser):
+    for add in (
+        _cv_parser,
+        _predict_parser,
+        _attention_parser,
+        _export_onnx_parser,
+        _table_parser,
+    ):
         add(subparsers)
     return parser
 

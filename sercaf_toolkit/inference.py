@@ -324,7 +324,10 @@ class EmotionPredictor:
     model_dir : str
         A model folder (``hyperparams.yaml`` and checkpoints), loaded
         offline with SpeechBrain's ``EncoderClassifier.from_hparams``. Load
-        only folders you trust: a ``hyperparams.yaml`` can run code.
+        only folders you trust: a ``hyperparams.yaml`` can run code. Or an
+        ``.onnx`` file written by ``sercaf export-onnx``, run with
+        onnxruntime (see :class:`~sercaf_toolkit.onnx_export.OnnxModel`);
+        it gives the same records, and has no :meth:`attention`.
     device : str
         ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
     batch_size : int
@@ -348,16 +351,34 @@ class EmotionPredictor:
         long_threshold=30.0,
         savedir=None,
     ):
+        from sercaf_toolkit.onnx_export import OnnxModel, is_onnx_path
+
+        if hop <= 0 or window <= 0 or hop > window:
+            raise ValueError("need 0 < hop <= window")
+        self._tmp = None
+        # An ONNX file is one file, checked by onnxruntime when it loads;
+        # the checksums guard the several files of a model folder.
+        self.onnx = None
+        self.classifier = None
+        if is_onnx_path(model_dir):
+            self.onnx = OnnxModel(model_dir, device=device)
+            self.labels = list(self.onnx.labels)
+        else:
+            self._load_folder(model_dir, device, savedir)
+        self.device = device
+        self.batch_size = batch_size
+        self.window = window
+        self.hop = hop
+        self.long_threshold = long_threshold
+
+    def _load_folder(self, model_dir, device, savedir):
         from speechbrain.inference.classifiers import EncoderClassifier
 
         if not os.path.isfile(os.path.join(model_dir, "hyperparams.yaml")):
             raise FileNotFoundError(
                 f"{model_dir} is not a model folder (no hyperparams.yaml)"
             )
-        if hop <= 0 or window <= 0 or hop > window:
-            raise ValueError("need 0 < hop <= window")
         check_model_folder(model_dir)
-        self._tmp = None
         if savedir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sercaf_model_")
             savedir = self._tmp.name
@@ -368,13 +389,15 @@ class EmotionPredictor:
         )
         encoder = self.classifier.hparams.label_encoder
         self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
-        self.device = device
-        self.batch_size = batch_size
-        self.window = window
-        self.hop = hop
-        self.long_threshold = long_threshold
 
     # Core -----------------------------------------------------------------
+
+    def _scores(self, batch, lengths):
+        """Log-probabilities (or logits) of a padded batch, on the CPU."""
+        if self.onnx is not None:
+            return self.onnx.log_probabilities(batch, lengths)
+        scores, _, _, _ = self.classifier.classify_batch(batch, lengths)
+        return scores.float().cpu()
 
     @torch.no_grad()
     def probabilities(self, waveforms, progress=False):
@@ -402,10 +425,10 @@ class EmotionPredictor:
             for row, index in enumerate(chunk):
                 batch[row, : len(waveforms[index])] = waveforms[index]
             lengths = torch.tensor([len(waveforms[i]) / longest for i in chunk])
-            scores, _, _, _ = self.classifier.classify_batch(batch, lengths)
+            scores = self._scores(batch, lengths)
             # Softmax turns logits into probabilities and leaves normalised
             # log-probabilities (what our head gives) as they are.
-            result[chunk] = torch.softmax(scores.float().cpu(), dim=-1)
+            result[chunk] = torch.softmax(scores, dim=-1)
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
@@ -449,6 +472,12 @@ class EmotionPredictor:
         from sercaf_toolkit.lobes.fusion import CrossAttentionFusion
         from sercaf_toolkit.lobes.model import describe_model
 
+        if self.onnx is not None:
+            raise UserError(
+                f"{self.onnx.path} is an ONNX model, whose graph returns "
+                "only log-probabilities; give the model folder it was "
+                "exported from to see its attention"
+            )
         model = self.classifier.mods.embedding_model
         fusions = [
             m for m in model.modules() if isinstance(m, CrossAttentionFusion)

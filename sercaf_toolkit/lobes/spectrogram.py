@@ -4,7 +4,6 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
-import numpy
 import torch
 import torchaudio
 
@@ -57,14 +56,10 @@ class LogMel(torch.nn.Module):
     amin : float
         Power floor before the logarithm.
 
-    Attributes
-    ----------
-    use_dft : bool
-        Compute the spectrum as a convolution with a windowed DFT basis
-        instead of ``torch.stft`` (same values, to float32 rounding).
-        ONNX has no exportable counterpart of ``torch.stft``, so the DFT
-        is also used, whatever this flag says, while
-        ``torch.onnx.export`` traces the module.
+    Under ``torch.onnx.export`` the power spectrum is computed by a
+    plain ``torch.stft`` that the exporter maps to ONNX's STFT operator
+    (torchaudio's own call does not export at a dynamic length); the
+    features are the same to float32 rounding.
 
     Example
     -------
@@ -99,7 +94,6 @@ class LogMel(torch.nn.Module):
             norm="slaney",
             mel_scale="slaney",
         )
-        self.use_dft = False
 
     def forward(self, wavs, wav_lens=None):
         """Computes ``[batch, frames, n_mels]`` dB features and their mask.
@@ -122,8 +116,8 @@ class LogMel(torch.nn.Module):
         # utterance see the same zeros as an unpadded run's centre padding.
         wavs, lengths, _ = mask_waveforms(wavs, wav_lens)
         with torch.autocast(wavs.device.type, enabled=False):
-            if self.use_dft or torch.onnx.is_in_onnx_export():
-                power = self._mel_power_dft(wavs.float())
+            if torch.onnx.is_in_onnx_export():
+                power = self._mel_power_traceable(wavs.float())
             else:
                 power = self.mel(wavs.float()).transpose(1, 2)  # [B, T, F]
         decibels = 10.0 * torch.log10(power.clamp(min=self.amin))
@@ -136,34 +130,28 @@ class LogMel(torch.nn.Module):
             decibels = torch.maximum(decibels, peak - self.top_db)
         return decibels * mask.unsqueeze(-1), mask
 
-    def _mel_power_dft(self, wavs):
-        """``[B, T, n_mels]`` mel power, the STFT done as a convolution.
+    def _mel_power_traceable(self, wavs):
+        """``[B, T, n_mels]`` mel power, as ``self.mel`` computes it.
 
-        Frames, window and padding are those of ``self.mel`` (centred
-        frames, zero padding, periodic Hann window): each output channel
-        of the convolution is the windowed cosine or sine of one frequency
-        bin. The basis is built in float64 with numpy, so that an export
-        stores it as a constant rather than as operations.
+        The ONNX exporter cannot follow torchaudio's reshapes around
+        ``torch.stft`` at a dynamic length, but maps a plain
+        ``torch.stft`` of a 2-D batch to ONNX's STFT operator. The centre
+        padding (zeros, as ``self.mel``'s ``pad_mode="constant"``) is done
+        first, and the real/imaginary pairs give the power.
         """
         spectrogram = self.mel.spectrogram
-        n_fft, hop = spectrogram.n_fft, spectrogram.hop_length
-        window = spectrogram.window.double().cpu().numpy()
-        if len(window) != n_fft:  # torch.stft centres a shorter window
-            left = (n_fft - len(window)) // 2
-            window = numpy.pad(window, (left, n_fft - len(window) - left))
-        bins = n_fft // 2 + 1
-        angle = (
-            2 * numpy.pi * numpy.outer(numpy.arange(bins), numpy.arange(n_fft))
-        ) / n_fft
-        basis = numpy.concatenate(
-            [numpy.cos(angle) * window, numpy.sin(angle) * window]
-        )
-        basis = torch.from_numpy(basis.astype(numpy.float32)).to(wavs.device)
+        n_fft = spectrogram.n_fft
         padded = torch.nn.functional.pad(wavs, (n_fft // 2, n_fft // 2))
-        parts = torch.nn.functional.conv1d(
-            padded.unsqueeze(1), basis.unsqueeze(1), stride=hop
-        )  # [B, 2 * bins, T]
-        power = parts[:, :bins].pow(2) + parts[:, bins:].pow(2)
+        parts = torch.stft(
+            padded,
+            n_fft,
+            hop_length=spectrogram.hop_length,
+            win_length=spectrogram.win_length,
+            window=spectrogram.window,
+            center=False,
+            return_complex=False,  # ONNX's STFT has no complex type
+        )  # [B, bins, T, 2]
+        power = parts.pow(2).sum(dim=-1)
         return torch.matmul(power.transpose(1, 2), self.mel.mel_scale.fb)
 
 

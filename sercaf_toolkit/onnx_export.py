@@ -1,0 +1,367 @@
+"""ONNX export of a model folder, and an onnxruntime runner for it.
+
+``sercaf export-onnx MODEL_DIR OUT.onnx [--int8]`` writes one ONNX file
+that maps a batch of 16 kHz waveforms ``wavs`` (``[batch, samples]``
+float32, padded at the end) and their relative lengths ``lens``
+(``[batch]`` float32, SpeechBrain's convention) to class log-probabilities
+``log_probs`` (``[batch, classes]``). Batch and length axes are dynamic,
+and padding is handled inside the graph exactly as in PyTorch, so a padded
+batch gives each file's single-file result. The metadata hold the class
+labels (a JSON list, ``labels``), the toolkit version (``sercaf_version``)
+and the sample rate (``sample_rate``).
+
+Two parts of the PyTorch model do not trace into a graph that runs at any
+length, and are replaced by equivalents while exporting: the log-mel front
+end's ``torch.stft`` (a convolution with a windowed DFT basis, see
+:class:`~sercaf_toolkit.lobes.spectrogram.LogMel`) and
+``torch.nn.MultiheadAttention`` in cross-attention fusion (written out).
+
+``--int8`` applies onnxruntime's dynamic quantisation (int8 weights,
+activations quantised per batch) to the matrix products of the
+transformer, projections and heads. The log-mel front end keeps float32:
+its mel projection sees powers spanning many decades, which an 8-bit
+activation scale would flatten.
+
+:class:`OnnxModel` runs such a file with onnxruntime;
+:class:`~sercaf_toolkit.inference.EmotionPredictor` and ``sercaf
+predict`` use it for a model path ending in ``.onnx``. onnx and
+onnxruntime are an optional extra: ``pip install -e ".[onnx]"``.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import json
+import logging
+import os
+import tempfile
+
+import numpy
+import torch
+
+from sercaf_toolkit.errors import UserError
+
+SAMPLE_RATE = 16000
+INPUTS = ("wavs", "lens")
+OUTPUT = "log_probs"
+# Opset 17: LayerNormalization is a single node (smaller, faster graphs).
+OPSET = 17
+INSTALL_HINT = 'pip install -e ".[onnx]"'
+
+
+def require(module):
+    """Imports ``onnx`` or ``onnxruntime``, or fails in one line.
+
+    Raises
+    ------
+    UserError
+        When the package is not installed; the message says how to get it.
+
+    Example
+    -------
+    >>> require("no_such_runtime")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: no_such_runtime is not installed; ...
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(
+            f"{module} is not installed; ONNX export and ONNX models need "
+            f"onnx and onnxruntime: {INSTALL_HINT}"
+        ) from None
+
+
+def is_onnx_path(path):
+    """Whether a model path names an ONNX file (by its extension).
+
+    Example
+    -------
+    >>> is_onnx_path("model.onnx"), is_onnx_path("results/inference")
+    (True, False)
+    """
+    return str(path).lower().endswith(".onnx")
+
+
+class _LogProbabilities(torch.nn.Module):
+    """``(wavs, lens) -> log_probs``: the graph's one entry point."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wavs, lens):
+        return self.model.log_probabilities(wavs, lens)
+
+
+def _example_batch():
+    """Two utterances, the second padded: the trace must see padding.
+
+    transformers drops an all-ones attention mask; traced on an unpadded
+    batch, the graph would never apply one.
+    """
+    generator = torch.Generator().manual_seed(0)
+    wavs = 0.1 * torch.randn(2, 24000, generator=generator)
+    return wavs, torch.tensor([1.0, 0.6])
+
+
+def export_onnx(model_dir, out_path, int8=False, check=True):
+    """Exports a model folder as one ONNX file (optionally int8).
+
+    Arguments
+    ---------
+    model_dir : str
+        An exported model folder (see :mod:`sercaf_toolkit.export`).
+    out_path : str
+        The ``.onnx`` file to write.
+    int8 : bool
+        Apply onnxruntime's dynamic int8 quantisation.
+    check : bool
+        Run the written file on a padded batch and compare it with
+        PyTorch (fp32: to 1e-4; int8: the same labels), failing if not.
+
+    Returns
+    -------
+    dict
+        ``path``, ``labels``, ``bytes`` (file size) and ``max_difference``
+        (largest log-probability difference from PyTorch on the check
+        batch; None without ``check``).
+
+    Raises
+    ------
+    UserError
+        If onnx or onnxruntime are missing or the folder is not a model.
+    """
+    require("onnx")
+    require("onnxruntime")
+    from sercaf_toolkit.inference import EmotionPredictor
+
+    predictor = EmotionPredictor(model_dir)
+    model = _LogProbabilities(predictor.classifier.mods.embedding_model)
+    model.eval()
+    wavs, lens = _example_batch()
+    with tempfile.TemporaryDirectory(prefix="sercaf_onnx_") as scratch:
+        fp32_path = os.path.join(scratch, "model.onnx")
+        _trace(model, (wavs, lens), fp32_path)
+        metadata = {
+            "labels": json.dumps(predictor.labels),
+            "sercaf_version": _version(),
+            "sample_rate": str(SAMPLE_RATE),
+            "inputs": "wavs [batch, samples] float32 16 kHz, padded at the "
+            "end; lens [batch] float32 relative lengths",
+            "outputs": "log_probs [batch, classes] float32",
+            "quantisation": "dynamic int8" if int8 else "none",
+        }
+        if int8:
+            quantised = os.path.join(scratch, "int8.onnx")
+            _quantise(fp32_path, quantised)
+            fp32_path = quantised
+        _write_with_metadata(fp32_path, out_path, metadata)
+    difference = None
+    if check:
+        with torch.no_grad():
+            reference = model(wavs, lens)
+        ours = OnnxModel(out_path).log_probabilities(wavs, lens)
+        difference = float((ours - reference).abs().max())
+        same_labels = bool((ours.argmax(-1) == reference.argmax(-1)).all())
+        if (not int8 and difference > 1e-4) or not same_labels:
+            raise RuntimeError(
+                f"{out_path} differs from the PyTorch model by {difference}"
+                " on the check batch: an export bug, please report it"
+            )
+    return {
+        "path": out_path,
+        "labels": predictor.labels,
+        "bytes": os.path.getsize(out_path),
+        "max_difference": difference,
+    }
+
+
+def _version():
+    import sercaf_toolkit
+
+    return sercaf_toolkit.__version__
+
+
+def _trace(model, example, path):
+    """TorchScript-based export with dynamic batch and length axes."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # The tracer's notes on Python values (checks of widths, constant
+        # DFT bases) concern values that are the same at every length.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            example,
+            path,
+            input_names=list(INPUTS),
+            output_names=[OUTPUT],
+            dynamic_axes={
+                "wavs": {0: "batch", 1: "samples"},
+                "lens": {0: "batch"},
+                OUTPUT: {0: "batch"},
+            },
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _quantise(source, target):
+    """Dynamic int8 quantisation of MatMul/Gemm outside the front end.
+
+    The mel projection (a MatMul under ``.../frontend/``) multiplies
+    powers spanning ~10 decades: one int8 scale per batch would floor all
+    but the loudest bins. It stays a float product, with its filterbank
+    stored in float16 (a relative error of ~5e-4 in each band's power,
+    0.002 dB) and cast back to float32 when the model loads.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = onnx.load(source)
+    graph = proto.graph
+    keep_float = [node.name for node in graph.node if "/frontend/" in node.name]
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    for node in list(graph.node):
+        if node.name not in keep_float or node.op_type != "MatMul":
+            continue
+        for slot, name in enumerate(node.input):
+            tensor = initializers.get(name)
+            if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT:
+                continue
+            values = onnx.numpy_helper.to_array(tensor).astype(numpy.float16)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(values, name + "_f16"))
+            cast = onnx.helper.make_node(
+                "Cast",
+                [name + "_f16"],
+                [name],
+                to=onnx.TensorProto.FLOAT,
+                name=node.name + "_cast" + str(slot),
+            )
+            graph.node.insert(list(graph.node).index(node), cast)
+    half = source + ".f16.onnx"
+    onnx.save(proto, half)
+    # quantize_dynamic logs a root-logger advice to pre-process the graph
+    # (shape inference for static quantisation): not ours to act on.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            half,
+            target,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=keep_float,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        root.setLevel(level)
+
+
+def _write_with_metadata(source, target, metadata):
+    import onnx
+
+    proto = onnx.load(source)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "sercaf-toolkit"
+    proto.producer_version = metadata["sercaf_version"]
+    onnx.save(proto, target)
+
+
+class OnnxModel:
+    """An exported ONNX emotion model, run with onnxruntime.
+
+    Arguments
+    ---------
+    path : str
+        A file written by :func:`export_onnx`.
+    device : str
+        ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` with onnxruntime-gpu.
+    threads : int, optional
+        Threads per operator (default: PyTorch's thread count, so that
+        both runtimes use the same cores).
+
+    Raises
+    ------
+    UserError
+        If onnxruntime is missing, the file is missing or not a model
+        this toolkit wrote, or the device is unavailable.
+    """
+
+    def __init__(self, path, device="cpu", threads=None):
+        ort = require("onnxruntime")
+        if not os.path.isfile(path):
+            state = "is a folder" if os.path.isdir(path) else "does not exist"
+            raise UserError(
+                f"ONNX model {path} {state}; give a file written by "
+                "sercaf export-onnx"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise UserError(
+                    f"--device {device}: this onnxruntime has no CUDA "
+                    "provider; use --device cpu or install onnxruntime-gpu"
+                )
+            index = device.split(":")[1] if ":" in device else "0"
+            providers = [("CUDAExecutionProvider", {"device_id": index})]
+        try:
+            self.session = ort.InferenceSession(
+                path, options, providers=providers
+            )
+        except Exception as error:  # onnxruntime has no common base class
+            reason = " ".join(str(error).split())[:200]
+            raise UserError(
+                f"ONNX model {path} cannot be loaded ({reason}); export it "
+                "again with sercaf export-onnx"
+            ) from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        names = [i.name for i in self.session.get_inputs()]
+        if "labels" not in metadata or names != list(INPUTS):
+            raise UserError(
+                f"ONNX model {path} was not written by sercaf export-onnx "
+                "(no labels in its metadata, or other inputs); export the "
+                "model folder with sercaf export-onnx"
+            )
+        self.labels = json.loads(metadata["labels"])
+        self.metadata = dict(metadata)
+        self.path = path
+
+    def log_probabilities(self, wavs, lens):
+        """``[B, classes]`` log-probabilities of a padded waveform batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor or numpy.ndarray
+            ``[batch, samples]`` 16 kHz waveforms, padded at the end.
+        lens : torch.Tensor or numpy.ndarray
+            ``[batch]`` relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            float32 log-probabilities.
+        """
+        feeds = {
+            "wavs": numpy.ascontiguousarray(_numpy(wavs), dtype=numpy.float32),
+            "lens": numpy.ascontiguousarray(_numpy(lens), dtype=numpy.float32),
+        }
+        (log_probs,) = self.session.run([OUTPUT], feeds)
+        return torch.from_numpy(log_probs)
+
+
+def _numpy(values):
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return numpy.asarray(values)
