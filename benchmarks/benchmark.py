@@ -8,14 +8,23 @@ On synthetic audio whose durations follow IEMOCAP's (log-normal, mean about
 4.5 s, tail to 30 s), measured side by side in this one run:
 
 1. training-step time of the dual-stream model (each fusion block) divided
-   by that of the SSL-only model (SSL + mean pooling + linear, as in
-   SpeechBrain's IEMOCAP recipe), on the same batches;
+   by that of a plain SSL-only model (transformers' Wav2Vec2Model with its
+   CNN frozen, mean pooling, linear: SpeechBrain's IEMOCAP recipe shape),
+   on the same batches; then the CAF model against the toolkit's own
+   SSL-only model (its SSLStream, mean pooling, linear), and that model
+   against the plain one (the stream wrapper's own cost);
 2. training throughput (audio seconds per second) with the toolkit's
    batching by duration vs one utterance per step, same model;
 3. fraction of non-padding samples in batches: batching by duration vs a
    fixed batch size in random order;
 4. inference real-time factor, batched and one file at a time;
-5. peak memory of a training step.
+5. peak memory of a training step;
+6. CPU deployment: inference real-time factor and peak memory of the CAF
+   model in PyTorch fp32, ONNX fp32 and ONNX int8 (onnxruntime) on the
+   same batches, each runtime in a process of its own
+   (``benchmarks/runtime_worker.py``), and the label agreement of int8
+   with fp32 on the demo recipe's test set (a demo model trained here).
+   Needs ``pip install -e ".[onnx]"``; skipped, saying so, without it.
 
 ``--size base`` builds wav2vec2-base-shaped models (random weights: timing
 does not depend on them) with the paper's scratch stream (224 mel bands,
@@ -58,7 +67,13 @@ from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
 
 SAMPLE_RATE = 16000
 N_CLASSES = 4
-TARGETS = {"overhead": 1.10, "non_padding": 0.90, "throughput_gpu": 3.0}
+TARGETS = {
+    "overhead": 1.10,
+    "non_padding": 0.90,
+    "throughput_gpu": 3.0,
+    "int8_rtf_share": 0.5,
+    "int8_agreement": 0.97,
+}
 
 
 def iemocap_like_durations(count, seed=0):
@@ -78,6 +93,32 @@ class SSLOnlyModel(torch.nn.Module):
 
     def forward(self, wavs, wav_lens):
         frames, mask = self.ssl(wavs, wav_lens)
+        return torch.log_softmax(self.linear(masked_mean(frames, mask)), -1)
+
+
+class PlainSSLModel(torch.nn.Module):
+    """The plain baseline: a transformers SSL model as SpeechBrain uses it.
+
+    SpeechBrain's IEMOCAP recipe shape: the waveform layer-normalised, the
+    HF model called without an attention mask (as SpeechBrain's wrapper
+    does for wav2vec2-base), mean pooling over each utterance's frames,
+    a linear layer. It shares the HF model of the toolkit's stream (the
+    same weights and cost): with no lengths set, the stream's
+    length-aware GroupNorm is torch's own GroupNorm.
+    """
+
+    def __init__(self, ssl):
+        super().__init__()
+        self.model = ssl.model
+        self.linear = torch.nn.Linear(ssl.output_size, N_CLASSES)
+
+    def forward(self, wavs, wav_lens):
+        wavs = torch.nn.functional.layer_norm(wavs, wavs.shape[1:])
+        frames = self.model(wavs).last_hidden_state
+        samples = torch.round(wav_lens * wavs.shape[1]).long()
+        lengths = self.model._get_feat_extract_output_lengths(samples)
+        positions = torch.arange(frames.shape[1], device=frames.device)
+        mask = positions[None] < lengths[:, None]
         return torch.log_softmax(self.linear(masked_mean(frames, mask)), -1)
 
 
@@ -131,7 +172,7 @@ def build_models(size):
     }
     torch.manual_seed(0)
     ssl = ssl_stream(size)
-    models = {"ssl_only": SSLOnlyModel(ssl)}
+    models = {"plain_ssl": PlainSSLModel(ssl), "ssl_only": SSLOnlyModel(ssl)}
     for name, fusion in fusions.items():
         scratch = SpectrogramStream(
             LogMel(n_mels=n_mels),
@@ -390,14 +431,17 @@ def figure_padding(workload, report):
 
 
 def figure_train_step_ratio(models, workload, timer, report):
-    """1. Training-step time of each model / that of the SSL-only model.
+    """1. Training-step time of each model / that of the SSL-only models.
 
-    The cost of the second stream and the fusion, on the same batches.
+    The cost of the toolkit's model over a plain transformers SSL-only
+    model (the target), then split in two: the second stream and the
+    fusion (over the toolkit's own SSL-only model) and the SSL stream
+    wrapper (the toolkit's SSL-only model over the plain one).
 
     Arguments
     ---------
     models : dict
-        ``"ssl_only"`` and the dual-stream models, by name.
+        ``"plain_ssl"``, ``"ssl_only"`` and the dual-stream models.
     workload : Workload
         Its timed batches are used (the first one only warms up).
     timer : Timer
@@ -406,7 +450,8 @@ def figure_train_step_ratio(models, workload, timer, report):
         Prints and keeps the figures.
     """
     report.section(
-        "1. training-step time / SSL-only training-step time (same batches)"
+        "1. training-step time / plain transformers SSL-only step time "
+        "(same batches)"
     )
     optimizers = {name: adam(model.train()) for name, model in models.items()}
     times = {name: [] for name in models}
@@ -419,15 +464,23 @@ def figure_train_step_ratio(models, workload, timer, report):
             if index > 0:
                 times[name].append(elapsed)
     step_times = {name: statistics.fmean(t) for name, t in times.items()}
-    print(f"  (SSL-only step: {step_times['ssl_only'] * 1000:.1f} ms)")
+    plain, toolkit = step_times["plain_ssl"], step_times["ssl_only"]
+    print(
+        f"  (plain SSL-only step: {plain * 1000:.1f} ms; toolkit SSL-only "
+        f"step: {toolkit * 1000:.1f} ms)"
+    )
     for name in models:
-        if name != "ssl_only":
+        if name not in ("plain_ssl", "ssl_only"):
             report(
                 f"{name}",
-                step_times[name] / step_times["ssl_only"],
+                step_times[name] / plain,
                 TARGETS["overhead"] if name == "caf" else None,
                 better="lower",
             )
+    report(
+        "caf / toolkit SSL-only (SSLStream) step", step_times["caf"] / toolkit
+    )
+    report("toolkit SSL-only / plain SSL-only (the wrapper)", toolkit / plain)
 
 
 def figure_throughput(model, optimizer, workload, timer, report):
@@ -522,6 +575,139 @@ def figure_peak_memory(model, optimizer, workload, timer, report):
     )
 
 
+def figure_deployment(model, size, workload, report, threads):
+    """6. CPU deployment: PyTorch fp32, ONNX fp32 and ONNX int8.
+
+    Real-time factor and peak memory on the same batches (figure 4's
+    batched ones), each runtime in a fresh process; and the agreement of
+    int8 labels with fp32 labels on the demo recipe's test set.
+
+    Arguments
+    ---------
+    model : DualStreamModel
+        The model run (CAF).
+    size : str
+        Its size (``"base"`` or ``"tiny"``): the PyTorch worker rebuilds
+        it with :func:`build_models`.
+    workload : Workload
+        Its timed batches (the warm-up excluded) are run.
+    report : Report
+        Prints and keeps the figures.
+    threads : int
+        Threads of every runtime.
+    """
+    import importlib.util
+
+    report.section(
+        "6. CPU inference: PyTorch fp32, ONNX fp32, ONNX int8 (CAF model)"
+    )
+    if importlib.util.find_spec("onnxruntime") is None:
+        print(
+            '  skipped: needs onnx and onnxruntime (pip install -e ".[onnx]")'
+        )
+        return
+    import json
+    import subprocess
+
+    from sercaf_toolkit.onnx_export import export_module
+
+    worker = os.path.join(os.path.dirname(__file__), "runtime_worker.py")
+    labels = [f"class{i}" for i in range(N_CLASSES)]
+    audio = workload.audio_seconds
+    with tempfile.TemporaryDirectory(prefix="sercaf_deploy_") as tmp:
+        batches = os.path.join(tmp, "batches.npz")
+        arrays = {}
+        for index, (wavs, lens, _) in enumerate(workload.timed[1:]):
+            arrays[f"wavs_{index}"] = wavs.cpu().numpy()
+            arrays[f"lens_{index}"] = lens.cpu().numpy()
+        np.savez(batches, **arrays)
+        model = model.cpu().eval()
+        state = os.path.join(tmp, "model.pt")
+        torch.save(model.state_dict(), state)
+        paths = {"pytorch fp32": ("torch", f"{size}:{state}")}
+        sizes = {}
+        for name, int8 in (("onnx fp32", False), ("onnx int8", True)):
+            path = os.path.join(tmp, name.replace(" ", "_") + ".onnx")
+            sizes[name] = export_module(model, labels, path, int8=int8)["bytes"]
+            paths[name] = ("onnx", path)
+        results = {}
+        for name, (kind, path) in paths.items():
+            done = subprocess.run(
+                [sys.executable, worker, kind, path, batches, str(threads)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, result in results.items():
+        report(f"{name}: real-time factor", result["seconds"] / audio)
+    for name, result in results.items():
+        report(f"{name}: peak memory, MiB RSS", result["peak_rss_mib"])
+    for name, size in sizes.items():
+        report(f"{name}: file size, MiB", size / 2**20)
+    torch_seconds = results["pytorch fp32"]["seconds"]
+    report(
+        "onnx int8 RTF / pytorch fp32 RTF",
+        results["onnx int8"]["seconds"] / torch_seconds,
+        TARGETS["int8_rtf_share"],
+        better="lower",
+    )
+    report(
+        "onnx fp32 RTF / pytorch fp32 RTF",
+        results["onnx fp32"]["seconds"] / torch_seconds,
+    )
+    report(
+        "int8 labels agreeing with fp32, demo test set",
+        demo_label_agreement(),
+        TARGETS["int8_agreement"],
+    )
+
+
+def demo_label_agreement():
+    """Share of the demo test set's files that int8 and fp32 label alike.
+
+    Trains the demo recipe (fold 1, 6 utterances per speaker and emotion,
+    6 epochs: the model of tests/test_recipe.py), exports it to ONNX fp32
+    and int8, and labels the fold's test files with both.
+    """
+    import csv
+    import subprocess
+
+    from sercaf_toolkit.inference import EmotionPredictor
+    from sercaf_toolkit.onnx_export import export_onnx
+
+    recipe = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "Demo"
+    )
+    with tempfile.TemporaryDirectory(prefix="sercaf_demo_") as tmp:
+        output = os.path.join(tmp, "run")
+        # A process of its own: the recipe's logs and progress bars stay
+        # out of the figures (and show if it fails).
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(recipe, "train.py"),
+                os.path.join(recipe, "hparams", "caf.yaml"),
+                "--device=cpu",
+                f"--data_folder={tmp}/data",
+                f"--output_folder={output}",
+                "--utterances_per_emotion=6",
+                "--number_of_epochs=6",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        with open(os.path.join(output, "test.csv")) as rows:
+            paths = [row["wav"] for row in csv.DictReader(rows)]
+        labels = []
+        for int8 in (False, True):
+            path = os.path.join(tmp, f"demo_{int8}.onnx")
+            export_onnx(os.path.join(output, "inference"), path, int8=int8)
+            records, _ = EmotionPredictor(path).predict(paths)
+            labels.append([record["label"] for record in records])
+    return statistics.fmean(a == b for a, b in zip(*labels))
+
+
 def parse_args(argv=None):
     """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -544,7 +730,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Measures and prints every figure, in the order 3, 1, 2, 4, 5.
+    """Measures and prints every figure, in the order 3, 1, 2, 4, 5, 6.
+
+    Figure 6 (CPU deployment) runs on CPU in fp32 only.
 
     Arguments
     ---------
@@ -573,6 +761,14 @@ def main(argv=None):
     figure_throughput(caf, optimizer, workload, timer, report)
     figure_inference_rtf(caf, workload, timer, report)
     figure_peak_memory(caf, optimizer, workload, timer, report)
+    if timer.device.type == "cpu" and args.precision == "fp32":
+        figure_deployment(
+            caf.model,
+            args.size,
+            workload,
+            report,
+            threads=torch.get_num_threads(),
+        )
     return report.rows
 
 

@@ -140,14 +140,38 @@ def export_onnx(model_dir, out_path, int8=False, check=True):
     from sercaf_toolkit.inference import EmotionPredictor
 
     predictor = EmotionPredictor(model_dir)
-    model = _LogProbabilities(predictor.classifier.mods.embedding_model)
+    return export_module(
+        predictor.classifier.mods.embedding_model,
+        predictor.labels,
+        out_path,
+        int8=int8,
+        check=check,
+    )
+
+
+def export_module(model, labels, out_path, int8=False, check=True):
+    """Exports a model (in memory) as one ONNX file (optionally int8).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        Any module with ``log_probabilities(wavs, wav_lens)``, such as
+        :class:`~sercaf_toolkit.lobes.model.DualStreamModel`.
+    labels : list of str
+        The class labels, in output order.
+    out_path, int8, check
+        As for :func:`export_onnx`, which returns the same.
+    """
+    require("onnx")
+    require("onnxruntime")
+    model = _LogProbabilities(model)
     model.eval()
     wavs, lens = _example_batch()
     with tempfile.TemporaryDirectory(prefix="sercaf_onnx_") as scratch:
         fp32_path = os.path.join(scratch, "model.onnx")
         _trace(model, (wavs, lens), fp32_path)
         metadata = {
-            "labels": json.dumps(predictor.labels),
+            "labels": json.dumps(list(labels)),
             "sercaf_version": _version(),
             "sample_rate": str(SAMPLE_RATE),
             "inputs": "wavs [batch, samples] float32 16 kHz, padded at the "
@@ -174,7 +198,7 @@ def export_onnx(model_dir, out_path, int8=False, check=True):
             )
     return {
         "path": out_path,
-        "labels": predictor.labels,
+        "labels": list(labels),
         "bytes": os.path.getsize(out_path),
         "max_difference": difference,
     }
