@@ -1,4 +1,4 @@
-"""The benchmark runs at tiny size and reports all five figures (no timing
+"""The benchmark runs at tiny size and reports all six figures (no timing
 assertions: speed targets live in the benchmark's own output)."""
 
 import importlib.util
@@ -37,6 +37,7 @@ def test_benchmark_smoke(capsys):
         "2. training throughput",
         "4. inference real-time factor",
         "5. peak memory",
+        "6. CPU inference",
     )
     for heading in headings:
         assert heading in out
@@ -44,6 +45,8 @@ def test_benchmark_smoke(capsys):
     assert positions == sorted(positions), out
     figures = {name: value for name, value, _ in rows}
     assert {"sum", "con", "film", "caf", "paper_caf"} <= set(figures)
+    assert "toolkit SSL-only / plain SSL-only (the wrapper)" in figures
+    assert "onnx int8 RTF / pytorch fp32 RTF" in figures
     assert all(math.isfinite(v) and v > 0 for v in figures.values())
     padding_name, padding, _ = rows[0]  # section 3 comes first
     assert padding_name == "batching by duration" and 0 < padding <= 1

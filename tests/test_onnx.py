@@ -244,3 +244,47 @@ def test_export_onnx_command_writes_labels_in_metadata(
     metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(metadata["labels"]) == LABELS
     assert pathlib.Path(out).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "ssl_type, encoder, fusion",
+    [
+        ("hubert", "textrcnn", "SumFusion"),
+        ("wavlm", "textrcnn_lai", "FiLMFusion"),
+        ("wav2vec2", "dpcnn", "ConcatFusion"),
+        ("wav2vec2", "dpcnn", "PaperCAF"),
+    ],
+)
+def test_every_stream_and_fusion_exports(
+    tiny_ssl_source, tmp_path, ssl_type, encoder, fusion
+):
+    from functools import partial
+
+    from sercaf_toolkit import lobes
+    from sercaf_toolkit.onnx_export import export_module
+
+    torch.manual_seed(0)
+    encoders = {
+        "textrcnn": lambda: lobes.TextRCNN(32, 16, 8),
+        "textrcnn_lai": lambda: lobes.TextRCNN(32, 16, 8, form="lai"),
+        "dpcnn": lambda: lobes.DPCNN(32, 16, 2),
+    }
+    model = lobes.DualStreamModel(
+        [
+            lobes.SSLStream(tiny_ssl_source(ssl_type)),
+            lobes.SpectrogramStream(LogMel(n_mels=32), encoders[encoder]()),
+        ],
+        partial(getattr(lobes, fusion), output_size=12),
+        partial(lobes.EmotionHead, n_classes=3),
+    ).eval()
+    path = str(tmp_path / "model.onnx")
+    export_module(model, ["a", "b", "c"], path)  # checks its own batch
+    wavs, lens = pad_with_noise([torch.randn(n) for n in (30000, 9000, 17000)])
+    with torch.no_grad():
+        expected = model.log_probabilities(wavs, lens)
+    torch.testing.assert_close(
+        OnnxModel(path).log_probabilities(wavs, lens),
+        expected,
+        atol=1e-4,
+        rtol=0,
+    )
