@@ -271,9 +271,14 @@ def _quantise(source, target):
     half = source + ".f16.onnx"
     onnx.save(proto, half)
     # quantize_dynamic logs a root-logger advice to pre-process the graph
-    # (shape inference for static quantisation): not ours to act on.
+    # (shape inference for static quantisation): not ours to act on. It
+    # logs with logging.warning(), which would also give a root logger
+    # without handlers a stderr handler for good (and every INFO line of
+    # SpeechBrain's loggers after it would show): a NullHandler prevents it.
     root = logging.getLogger()
     level = root.level
+    silent = logging.NullHandler()
+    root.addHandler(silent)
     root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(
@@ -285,6 +290,7 @@ def _quantise(source, target):
         )
     finally:
         root.setLevel(level)
+        root.removeHandler(silent)
 
 
 def _write_with_metadata(source, target, metadata):
