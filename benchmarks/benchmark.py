@@ -8,8 +8,8 @@
 On synthetic audio whose durations follow IEMOCAP's (log-normal, mean about
 4.5 s, tail to 30 s), measured side by side in this one run:
 
-1. training-step time (the fastest of the timed steps) of the
-   dual-stream model (each fusion block) divided by that of a plain
+1. training-step time (on each batch the fastest of ``--repeats`` steps)
+   of the dual-stream model (each fusion block) divided by that of a plain
    SSL-only model (transformers' Wav2Vec2Model with its CNN frozen, mean
    pooling, linear: SpeechBrain's IEMOCAP recipe shape), on the same
    batches; then the CAF model against the toolkit's own SSL-only model
@@ -432,7 +432,7 @@ def figure_padding(workload, report):
     )
 
 
-def figure_train_step_ratio(models, workload, timer, report):
+def figure_train_step_ratio(models, workload, timer, report, repeats=2):
     """1. Training-step time of each model / that of the SSL-only models.
 
     The cost of the toolkit's model over a plain transformers SSL-only
@@ -450,6 +450,8 @@ def figure_train_step_ratio(models, workload, timer, report):
         Times the steps.
     report : Report
         Prints and keeps the figures.
+    repeats : int
+        Steps per model on each timed batch; the fastest counts.
     """
     report.section(
         "1. training-step time / plain transformers SSL-only step time "
@@ -458,17 +460,25 @@ def figure_train_step_ratio(models, workload, timer, report):
     optimizers = {name: adam(model.train()) for name, model in models.items()}
     times = {name: [] for name in models}
     names = list(models)
+    turn = 0
     for index, batch in enumerate(workload.timed):
-        # Interleaved, rotating order: drifts in machine speed (and the
-        # first-call warm-up, discarded) hit every model alike.
-        for name in names[index % len(names) :] + names[: index % len(names)]:
-            elapsed = timer.train_step(models[name], optimizers[name], batch)
-            if index > 0:
-                times[name].append(elapsed)
-    # The fastest of each model's steps: on a shared machine, other jobs
-    # only ever add time, and they add it unevenly (10-30 % between runs
-    # of the same step); the minimum is the least disturbed measurement.
-    step_times = {name: min(t) for name, t in times.items()}
+        fastest = dict.fromkeys(names, float("inf"))
+        for _ in range(1 if index == 0 else repeats):
+            # Interleaved, rotating order: drifts in machine speed (and
+            # the first-call warm-up, discarded) hit every model alike.
+            turn += 1
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                elapsed = timer.train_step(
+                    models[name], optimizers[name], batch
+                )
+                fastest[name] = min(fastest[name], elapsed)
+        if index > 0:
+            for name in names:
+                times[name].append(fastest[name])
+    # Each batch's fastest step, averaged over the batches: on a shared
+    # machine other jobs only ever add time, and unevenly (10-30 % between
+    # runs of the same step); the minimum is the least disturbed.
+    step_times = {name: statistics.fmean(t) for name, t in times.items()}
     plain, toolkit = step_times["plain_ssl"], step_times["ssl_only"]
     print(
         f"  (plain SSL-only step: {plain * 1000:.1f} ms; toolkit SSL-only "
@@ -742,6 +752,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--utterances", type=int, default=2000)
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="figure 1: steps per model on each batch, the fastest kept "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--figures",
         default="1,2,3,4,5,6",
         help="comma-separated figures to measure (default: all)",
@@ -777,7 +794,7 @@ def main(argv=None):
         figure_padding(workload, report)
     models = {k: m.to(args.device) for k, m in build_models(args.size).items()}
     if 1 in wanted:
-        figure_train_step_ratio(models, workload, timer, report)
+        figure_train_step_ratio(models, workload, timer, report, args.repeats)
     # Figures 2, 4 and 5 follow one model (CAF) and one optimizer through.
     caf = models["caf"]
     optimizer = adam(caf)
