@@ -249,7 +249,15 @@ def _quantise(source, target):
 
     proto = onnx.load(source)
     graph = proto.graph
-    keep_float = [node.name for node in graph.node if "/frontend/" in node.name]
+    # Node names follow the module path (the TorchScript exporter's scope
+    # names); the filterbank's initializer keeps its state-dict name: the
+    # mel product is found by either.
+    keep_float = [
+        node.name
+        for node in graph.node
+        if "/frontend/" in node.name
+        or any(name.endswith("mel_scale.fb") for name in node.input)
+    ]
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     for node in list(graph.node):
         if node.name not in keep_float or node.op_type != "MatMul":

@@ -141,6 +141,12 @@ def test_int8_is_smaller_and_agrees_on_the_demo_test_set(
     agreement = np.mean([a == b for a, b in zip(*labels.values())])
     assert agreement >= 0.97, labels
     assert OnnxModel(small["path"]).metadata["quantisation"] == "dynamic int8"
+    import onnx
+
+    graph = onnx.load(small["path"]).graph
+    (mel,) = [t for t in graph.initializer if "mel_scale.fb" in t.name]
+    assert mel.data_type == onnx.TensorProto.FLOAT16  # not int8
+    assert any(node.op_type == "MatMulInteger" for node in graph.node)
 
 
 def bad_folder(folder):
