@@ -227,6 +227,21 @@ def test_onnx_mistakes_are_one_line(
     not_onnx = tmp_path / "text.onnx"
     not_onnx.write_text("not a model")
     cases.append((["predict", str(not_onnx), str(audio)], "cannot be loaded"))
+    import onnx
+
+    other = tmp_path / "other.onnx"  # a valid ONNX model, not ours
+    onnx.save(
+        onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [onnx.helper.make_node("Identity", ["x"], ["y"])],
+                "identity",
+                [onnx.helper.make_tensor_value_info("x", 1, [None])],
+                [onnx.helper.make_tensor_value_info("y", 1, [None])],
+            )
+        ),
+        str(other),
+    )
+    cases.append((["predict", str(other), str(audio)], "not written by"))
     for argv, words in cases:
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
