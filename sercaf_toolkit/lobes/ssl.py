@@ -213,8 +213,9 @@ class SSLStream(torch.nn.Module):
     any file), and a frozen model goes back to training mode (dropout on)
     when Brain calls ``train()``. Here the waveform is standardised over each
     utterance's valid samples, the first CNN layer's GroupNorm is made
-    length-aware, the transformer gets the attention mask, and frozen parts
-    stay in evaluation mode: padding changes no valid frame.
+    length-aware, the transformer gets the attention mask (of a padded
+    batch: an unpadded one needs none), and frozen parts stay in evaluation
+    mode: padding changes no valid frame.
 
     Arguments
     ---------
