@@ -102,3 +102,27 @@ def test_missing_opensmile_is_one_line(monkeypatch, tmp_path):
         load_recipe(argv + ["--streams=triple"])
     assert not (tmp_path / "run").exists()
     assert egemaps.check_opensmile is not None
+
+
+def test_recipe_builds_and_runs_three_streams(tmp_path):
+    from sercaf_toolkit.hparams import load_hparams
+    from sercaf_toolkit.lobes.model import describe_model
+
+    hparams = load_hparams(
+        "recipes/Demo/hparams/caf.yaml",
+        {
+            "data_folder": str(tmp_path / "data"),
+            "output_folder": str(tmp_path / "run"),
+            "streams": "triple",
+        },
+    )
+    model = hparams["model"].eval()
+    assert describe_model(model)["streams"][1:] == [
+        "DPCNN",
+        "EGeMAPSDescriptors/DPCNN",
+    ]
+    wavs = torch.stack([voiced(1.0, 150.0), voiced(1.0, 300.0, 1)])
+    with torch.no_grad():
+        log_probs = model.log_probabilities(wavs, torch.tensor([1.0, 0.6]))
+    assert log_probs.shape == (2, hparams["n_classes"])
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2))
