@@ -90,6 +90,8 @@ IDENTITY_KEYS = (
     "ssl_source",
     "validation",
     "speaker_normalization",
+    "corpora",  # several corpora (recipes/MultiCorpus): which, and the test
+    "test_corpus",
 )
 
 
