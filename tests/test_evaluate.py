@@ -169,3 +169,20 @@ def test_mistakes_are_one_line_before_the_model_loads(
     for name in names:
         assert name in error
     assert not (out / "test_metrics.json").exists()
+
+
+def test_the_vocabulary_table_in_the_docs_is_the_code():
+    """docs/corpora.md's table, column by corpus, equals each VOCABULARY."""
+    page = (
+        pathlib.Path(__file__).resolve().parent.parent / "docs" / "corpora.md"
+    ).read_text()
+    table = page.split("| shared | EmoDB |", 1)[1].split("\n\n", 1)[0]
+    lines = ("| shared | EmoDB |" + table).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    columns = {"demo": "Demo", "your CSV": "Custom"}
+    for line in lines[2:]:
+        shared, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for title, own in zip(header[1:], cells):
+            vocabulary = corpus_module(columns.get(title, title)).VOCABULARY
+            mapped = sorted(k for k, v in vocabulary.items() if v == shared)
+            assert mapped == ([] if own == "-" else [own]), (title, shared)
