@@ -506,6 +506,13 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
             + getattr(brain, "selected_on", f"best valid {brain.selection_key}")
             + ")"
         )
+        with open(written["metrics"], encoding="utf-8") as source:
+            per_corpus = json.load(source).get("per_corpus", {})
+        for corpus, figures in per_corpus.items():
+            print(
+                f"  test speakers of {corpus}: WA {100 * figures['WA']:.1f}  "
+                f"UA {100 * figures['UA']:.1f}  F1 {100 * figures['F1']:.1f}"
+            )
         written["exported model"] = inference_folder
         for name, path in written.items():
             print(f"  {name}: {path}")
