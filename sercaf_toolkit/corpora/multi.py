@@ -46,36 +46,48 @@ EACH = "each"
 SPLITS = ("train", "valid", "test")
 
 
-def corpus_entries(corpora, data_folder=None):
+def corpus_entries(corpora, data_folder=None, corpus_folders=None):
     """The corpora of a recipe: name -> (module, data folder, options).
 
     Arguments
     ---------
-    corpora : dict
-        Corpus name -> its data folder, or -> a mapping with
+    corpora : list of str or dict
+        Corpus names, whose folders ``corpus_folders`` gives; or a mapping
+        corpus name -> its folder.
+    data_folder : str, optional
+        The folder that relative corpus folders are read against.
+    corpus_folders : dict, optional
+        Corpus name (any case) -> its folder, or -> a mapping with
         ``data_folder`` and more arguments of its preparation function
         (``utterances_per_emotion: 3`` for the demo corpus).
-    data_folder : str, optional
-        The folder that relative data folders are read against.
 
     Example
     -------
-    >>> entries = corpus_entries({"emodb": "emodb", "RAVDESS": "/r"}, "/d")
+    >>> folders = {"emodb": "emodb", "RAVDESS": "/r", "CASIA": "c"}
+    >>> entries = corpus_entries(["EmoDB", "ravdess"], "/d", folders)
     >>> {name: folder for name, (_, folder, _) in entries.items()}
     {'EmoDB': '/d/emodb', 'RAVDESS': '/r'}
     """
     if not corpora:
         raise UserError(
-            "corpora is empty; list the corpora, e.g. "
-            "--corpora='{EmoDB: /data/emodb, RAVDESS: /data/RAVDESS}'"
+            "corpora is empty; list the corpora, e.g. --corpora=[EmoDB,RAVDESS]"
         )
+    if not isinstance(corpora, dict):
+        known = {
+            str(k).lower(): v for k, v in dict(corpus_folders or {}).items()
+        }
+        corpora = {name: known.get(str(name).lower()) for name in corpora}
     entries = {}
     for name, value in dict(corpora).items():
         module = corpus_module(name)
         options = dict(value) if isinstance(value, dict) else {}
         folder = options.pop("data_folder", None) if options else value
         if not folder:
-            raise UserError(f"corpora: {name} has no data folder")
+            raise UserError(
+                f"no folder for the corpus {module.NAME}; add it to "
+                f"corpus_folders, e.g. --corpus_folders="
+                f"'{{{module.NAME}: /path/to/it}}'"
+            )
         entries[module.NAME] = (
             module,
             os.path.join(str(data_folder or ""), str(folder)),
@@ -99,16 +111,18 @@ def held_out_corpus(entries, fold, test_corpus):
     return name
 
 
-def fold_count(corpora, data_folder=None, test_corpus=None, **_):
+def fold_count(
+    corpora, data_folder=None, corpus_folders=None, test_corpus=None, **_
+):
     """Folds: the fewest of the corpora's, the corpora, or 1 (see above).
 
     Example
     -------
-    >>> corpora = {"EmoDB": "e", "RAVDESS": "r", "CASIA": "c"}
+    >>> corpora = {"EmoDB": "e", "RAVDESS": "r", "CASIA": "c"}  # name: folder
     >>> fold_count(corpora), fold_count(corpora, test_corpus="each")
     (4, 3)
     """
-    entries = corpus_entries(corpora, data_folder)
+    entries = corpus_entries(corpora, data_folder, corpus_folders)
     if test_corpus == EACH:
         return len(entries)
     if test_corpus not in (None, OWN_FOLDS):
@@ -119,9 +133,11 @@ def fold_count(corpora, data_folder=None, test_corpus=None, **_):
     )
 
 
-def check_arguments(corpora, data_folder=None, test_corpus=None, **_):
+def check_arguments(
+    corpora, data_folder=None, corpus_folders=None, test_corpus=None, **_
+):
     """Fails in one line on an unknown corpus, a missing folder or test."""
-    entries = corpus_entries(corpora, data_folder)
+    entries = corpus_entries(corpora, data_folder, corpus_folders)
     for module, folder, _ in entries.values():
         check_corpus_folder(module, folder)
     if test_corpus not in (None, OWN_FOLDS, EACH):
@@ -138,6 +154,7 @@ def prepare_multi(
     save_folder,
     fold=1,
     data_folder=None,
+    corpus_folders=None,
     test_corpus=None,
     labels=None,
     normalized_folder=None,
@@ -147,15 +164,15 @@ def prepare_multi(
 
     Arguments
     ---------
-    corpora : dict
+    corpora : list of str or dict
         See :func:`corpus_entries`.
     save_folder : str
         Where ``data.csv``, ``train/valid/test.csv`` and
         ``split_info.json`` go; each corpus's own in ``corpora/<name>/``.
     fold : int
         1-based fold.
-    data_folder : str, optional
-        The folder relative corpus folders are read against.
+    data_folder, corpus_folders : optional
+        Where the corpora are (see :func:`corpus_entries`).
     test_corpus : str, optional
         ``own`` (``None``), ``each`` or a corpus name.
     labels : list of str, optional
@@ -172,7 +189,7 @@ def prepare_multi(
     dict
         Split name -> merged rows.
     """
-    entries = corpus_entries(corpora, data_folder)
+    entries = corpus_entries(corpora, data_folder, corpus_folders)
     held_out = held_out_corpus(entries, fold, test_corpus)
     classes = list(labels or SHARED_EMOTIONS)
     splits = {name: [] for name in SPLITS}
