@@ -186,3 +186,26 @@ def test_the_vocabulary_table_in_the_docs_is_the_code():
             vocabulary = corpus_module(columns.get(title, title)).VOCABULARY
             mapped = sorted(k for k, v in vocabulary.items() if v == shared)
             assert mapped == ([] if own == "-" else [own]), (title, shared)
+
+
+def test_a_csv_corpus_keeps_its_shared_labels(
+    corpora, demo_model_dir, tmp_path
+):
+    from sercaf_toolkit.evaluate import evaluate_corpus
+
+    wavs = sorted((corpora["EmoDB"] / "wav").glob("*.wav"))[:6]
+    listing = tmp_path / "mine.csv"
+    listing.write_text(
+        "path,label,speaker\n"
+        + "".join(
+            f"{wav},{'angry' if i % 2 else 'tense'},s{i % 3}\n"
+            for i, wav in enumerate(wavs)
+        )
+    )
+    result = evaluate_corpus(
+        demo_model_dir, csv_file=str(listing), out=str(tmp_path / "out")
+    )
+    assert result["message"] == (
+        "Custom: used 3 files, left out 3 (unmapped label: tense 3)"
+    )
+    assert result["metrics"]["support"]["angry"] == 3
