@@ -1,5 +1,6 @@
 """Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests,
-``.[baselines]`` for the eGeMAPS baseline of benchmarks/learning.py)."""
+``.[egemaps]`` for the eGeMAPS stream, ``.[baselines]`` for the eGeMAPS
+baseline of benchmarks/learning.py)."""
 
 from setuptools import find_packages, setup
 
@@ -62,7 +63,10 @@ setup(
     ],
     entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
     extras_require={
-        "test": ["pytest>=8", "ruff"],
+        # opensmile: the eGeMAPS stream's tests run in CI too
+        "test": ["pytest>=8", "ruff", "opensmile"],
+        # the eGeMAPS stream (streams: triple / logmel_egemaps)
+        "egemaps": ["opensmile"],
         # benchmarks/learning.py's eGeMAPS baseline (openSMILE functionals)
         "baselines": ["opensmile"],
     },

@@ -25,6 +25,7 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+import copy
 import csv
 import json
 import os
@@ -52,9 +53,12 @@ from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import (
     checked_hparams,
+    only_chosen,
     overrides_dict,
     resolve_hparams_path,
+    walk_nodes,
 )
+from sercaf_toolkit.lobes.egemaps import check_opensmile
 from sercaf_toolkit.lobes.ssl import check_ssl_source
 from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
@@ -407,7 +411,35 @@ def load_recipe(argv, script_dir=None):
             "refit: True retrains for the epoch count that validation "
             "chose; use --validation=speaker or group with it"
         )
+    check_optional_dependencies(tree)
     return hparams_file, run_opts, overrides, composed, tree
+
+
+# Blocks that need an optional package, by the end of their YAML tag, and
+# the check that names the extra to install.
+OPTIONAL_BLOCKS = {"EGeMAPSDescriptors": check_opensmile}
+
+
+def check_optional_dependencies(tree, model_key="model"):
+    """Checks the optional packages of the blocks the model really uses.
+
+    Only the chosen entries of ``!apply:operator.getitem`` picks count, so
+    a recipe that defines the eGeMAPS stream but runs ``streams: dual``
+    does not need opensmile.
+
+    Raises
+    ------
+    UserError
+        Naming the extra to install, before anything is built or written.
+    """
+    if model_key not in tree:
+        return
+    model = only_chosen(copy.deepcopy(tree[model_key]))
+    for node in walk_nodes(model):
+        tag = str(getattr(getattr(node, "tag", None), "value", None) or "")
+        for block, check in OPTIONAL_BLOCKS.items():
+            if tag.endswith(block):
+                check()
 
 
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
