@@ -1,8 +1,21 @@
-"""Shared fixtures: tiny SSL models built from configs, offline."""
+"""Shared fixtures: tiny SSL models built from configs, offline; an
+exported demo model."""
+
+import pathlib
 
 import pytest
+import speechbrain as sb
+import torch
 
+from sercaf_toolkit.export import export_model
+from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
+
+DEMO_YAML = (
+    pathlib.Path(__file__).resolve().parent.parent
+    / "recipes" / "Demo" / "hparams" / "caf.yaml"
+)  # fmt: skip
+DEMO_LABELS = ["neutral", "happy", "angry", "sad"]
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +30,29 @@ def tiny_ssl_source(tmp_path_factory):
         )
 
     return source
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory):
+    """An exported (untrained) demo model: enough to test inference."""
+    root = tmp_path_factory.mktemp("model")
+    argv = [
+        str(DEMO_YAML),
+        f"--data_folder={root}",
+        f"--output_folder={root}/run",
+    ]
+    _, _, overrides = sb.parse_arguments(argv)
+    hparams = load_hparams(DEMO_YAML, overrides)
+    model = hparams["model"]
+    model.train()
+    model(torch.randn(2, 16000))  # normalisation statistics
+    encoder = hparams["label_encoder"]
+    encoder.update_from_iterable(DEMO_LABELS)
+    encoder.expect_len(4)
+    return export_model(
+        str(DEMO_YAML),
+        overrides,
+        model.eval(),
+        encoder,
+        str(root / "inference"),
+    )

@@ -155,7 +155,13 @@ def test_every_option_has_a_help_text():
         for action in parser._actions
         if action.__class__.__name__ == "_SubParsersAction"
     ]
-    assert set(subparsers.choices) == {"cv", "predict", "attention", "table"}
+    assert set(subparsers.choices) == {
+        "cv",
+        "predict",
+        "attention",
+        "evaluate",
+        "table",
+    }
     for name, subparser in subparsers.choices.items():
         for action in subparser._actions:
             assert action.help, (name, action.dest)

@@ -7,50 +7,23 @@ import pathlib
 import numpy as np
 import pytest
 import soundfile
-import speechbrain as sb
 import torch
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.corpora.demo import synthesize_utterance
-from sercaf_toolkit.export import export_model
-from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.inference import (
     EmotionPredictor,
     expand_inputs,
     truncation,
 )
 
-DEMO_YAML = (
-    pathlib.Path(__file__).resolve().parent.parent
-    / "recipes" / "Demo" / "hparams" / "caf.yaml"
-)  # fmt: skip
 LABELS = ["neutral", "happy", "angry", "sad"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(demo_model_dir):
     """An exported (untrained) demo model: enough to test inference."""
-    root = tmp_path_factory.mktemp("model")
-    argv = [
-        str(DEMO_YAML),
-        f"--data_folder={root}",
-        f"--output_folder={root}/run",
-    ]
-    _, _, overrides = sb.parse_arguments(argv)
-    hparams = load_hparams(DEMO_YAML, overrides)
-    model = hparams["model"]
-    model.train()
-    model(torch.randn(2, 16000))  # normalisation statistics
-    encoder = hparams["label_encoder"]
-    encoder.update_from_iterable(LABELS)
-    encoder.expect_len(4)
-    return export_model(
-        str(DEMO_YAML),
-        overrides,
-        model.eval(),
-        encoder,
-        str(root / "inference"),
-    )
+    return demo_model_dir
 
 
 @pytest.fixture(scope="module")
