@@ -1,6 +1,7 @@
 """Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests,
-``.[onnx]`` for ONNX export and onnxruntime inference, ``.[baselines]``
-for the eGeMAPS baseline of benchmarks/learning.py)."""
+``.[onnx]`` for ONNX export and onnxruntime inference, ``.[egemaps]``
+for the eGeMAPS stream, ``.[baselines]`` for the eGeMAPS baseline of
+benchmarks/learning.py)."""
 
 from setuptools import find_packages, setup
 
@@ -63,8 +64,17 @@ setup(
     ],
     entry_points={"console_scripts": ["sercaf=sercaf_toolkit.cli:main"]},
     extras_require={
-        # tests/test_onnx.py runs the ONNX export and onnxruntime path
-        "test": ["pytest>=8", "ruff", "onnx>=1.16", "onnxruntime>=1.18"],
+        # opensmile: the eGeMAPS stream's tests run in CI too; onnx and
+        # onnxruntime: tests/test_onnx.py (the ONNX export and runtime)
+        "test": [
+            "pytest>=8",
+            "ruff",
+            "opensmile",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+        ],
+        # the eGeMAPS stream (streams: triple / logmel_egemaps)
+        "egemaps": ["opensmile"],
         # sercaf export-onnx, and .onnx models in sercaf predict
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         # benchmarks/learning.py's eGeMAPS baseline (openSMILE functionals)

@@ -44,6 +44,7 @@ import shlex
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -214,7 +215,20 @@ def run_deep(row, fold, seed, args, output_folder):
     with open(log, "w", encoding="utf-8") as out:
         # The runner's progress bars and messages go to the run's log.
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            result = run_recipe(argv)
+            try:
+                result = run_recipe(argv)
+            except Exception as error:
+                # Logged here, while the log is open: SpeechBrain's logger
+                # writes to the redirected stream, closed once this returns.
+                traceback.print_exc(file=out)
+                failure = f"{type(error).__name__}: {error}"
+            else:
+                failure = None
+    if failure is not None:
+        raise RuntimeError(
+            f"row {row} fold {fold} seed {seed} failed ({failure}); "
+            f"traceback in {log}"
+        )
     with open(os.path.join(result.output_folder, "predictions.csv")) as src:
         rows = list(csv.DictReader(src))
     return [r["true_label"] for r in rows], [r["predicted_label"] for r in rows]

@@ -7,6 +7,8 @@
               [--long-threshold S] [--plot FILE.png]
     sercaf attention MODEL_DIR AUDIO [--out attention.png] [--json FILE]
     sercaf export-onnx MODEL_DIR OUT.onnx [--int8]
+    sercaf evaluate MODEL_DIR (--corpus NAME --data_folder DIR | --csv FILE)
+              [--fold K] [--out DIR] [--batch-size N] [--device cpu|cuda]
     sercaf table CV_SUMMARY [CV_SUMMARY ...] [--out results.md]
 
 A mistake in the command (a missing file, an option out of range) ends in
@@ -493,6 +495,101 @@ def _export_onnx(args):
     return 0
 
 
+# evaluate ----------------------------------------------------------------
+
+
+def _evaluate_parser(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="test an exported model on a whole corpus (cross-corpus)",
+        description=(
+            "Runs an exported model on a corpus, or on the test speakers of "
+            "one of its folds, with the corpus's labels mapped to the shared "
+            "emotion vocabulary; files whose label is not one of the "
+            "model's classes are left out and counted. Writes "
+            "test_metrics.json, predictions.csv and confusion_matrix.png "
+            "as a recipe's test does."
+        ),
+    )
+    parser.add_argument(
+        "model_dir", help="model folder (e.g. a recipe's inference/)"
+    )
+    parser.add_argument(
+        "--corpus",
+        help="corpus name: EmoDB, RAVDESS, CASIA, IEMOCAP, Demo, Expressive",
+    )
+    parser.add_argument(
+        "--data_folder", "--data-folder", help="the corpus folder"
+    )
+    parser.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="instead of --corpus: a CSV file with path, label, speaker"
+        "[, fold] columns (labels in the shared vocabulary)",
+    )
+    parser.add_argument(
+        "--fold",
+        type=int,
+        metavar="K",
+        help="only the test speakers of fold K of the corpus's protocol "
+        "(default: the whole corpus)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: results/evaluate/<corpus>)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=8,
+        help="files per forward pass (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
+    _debug_option(parser)
+    parser.set_defaults(func=_evaluate)
+    return parser
+
+
+def _evaluate(args):
+    if os.path.isdir(args.model_dir) or not os.path.exists(args.model_dir):
+        _check_model_dir(args.model_dir)
+    if args.batch_size < 1:
+        raise UserError(
+            f"--batch-size {args.batch_size}: give a positive number"
+        )
+    _check_device(args.device)
+    from sercaf_toolkit.evaluate import evaluate_corpus
+
+    result = evaluate_corpus(
+        args.model_dir,
+        corpus=args.corpus,
+        data_folder=args.data_folder,
+        csv_file=args.csv,
+        fold=args.fold,
+        out=args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    metrics = result["metrics"]
+    print(f"[sercaf evaluate] {result['message']}")
+    print(
+        f"[sercaf evaluate] WA {100 * metrics['WA']:.1f}  "
+        f"UA {100 * metrics['UA']:.1f}  F1 {100 * metrics['F1']:.1f}; wrote "
+        f"{os.path.dirname(result['paths']['metrics'])}/"
+    )
+    return 1 if result["failed"] else 0
+
+
 # table -------------------------------------------------------------------
 
 
@@ -545,6 +642,7 @@ def build_parser():
         _predict_parser,
         _attention_parser,
         _export_onnx_parser,
+        _evaluate_parser,
         _table_parser,
     ):
         add(subparsers)

@@ -25,7 +25,7 @@ import ruamel.yaml
 import torch
 from hyperpyyaml import resolve_references
 
-from sercaf_toolkit.hparams import compose_hparams
+from sercaf_toolkit.hparams import compose_hparams, only_chosen, walk_nodes
 from sercaf_toolkit.integrity import write_checksums
 from sercaf_toolkit.lobes.ssl import SSLStream
 
@@ -111,10 +111,10 @@ def export_model(
     tree = round_trip.load(resolved.getvalue())
     if model_key not in tree:
         raise KeyError(f"{hparams_file} has no `{model_key}` entry")
-    model_node = _only_chosen(tree[model_key])
+    model_node = only_chosen(tree[model_key])
     ssl_nodes = [
         node
-        for node in _walk(model_node)
+        for node in walk_nodes(model_node)
         if getattr(node, "tag", None) is not None
         and str(node.tag.value).endswith("SSLStream")
     ]
@@ -149,49 +149,9 @@ def export_model(
     return folder
 
 
-def _only_chosen(node):
-    """Replaces each ``!apply:operator.getitem [choices, key]`` by the pick.
-
-    Recipes choose a block by name from a mapping of ``!name:`` factories
-    (``scratch_encoder: dpcnn``); the exported model names only the chosen
-    one.
-    """
-    tag = str(getattr(getattr(node, "tag", None), "value", None) or "")
-    if (
-        tag == "!apply:operator.getitem"
-        and isinstance(node, list)
-        and len(node) == 2
-        and isinstance(node[0], dict)
-        and str(node[1]) in node[0]
-    ):
-        return _only_chosen(node[0][str(node[1])])
-    if isinstance(node, dict):
-        for key in list(node):
-            node[key] = _only_chosen(node[key])
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            node[i] = _only_chosen(value)
-    return node
-
-
-def _walk(node):
-    """Yields a YAML node and every node below it, each once."""
-    seen, stack = set(), [node]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        if isinstance(current, dict):
-            stack.extend(reversed(list(current.values())))
-        elif isinstance(current, list):
-            stack.extend(reversed(current))
-
-
 def _block_style_without_comments(node):
     """Drops the recipe's comments and flow style from an extracted part."""
-    for part in _walk(node):
+    for part in walk_nodes(node):
         if hasattr(part, "ca"):
             part.ca.items.clear()
             part.ca.comment = None

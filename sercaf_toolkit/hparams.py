@@ -222,3 +222,51 @@ def _drop_comments(node):
             stack.extend(part.values())
         elif isinstance(part, list):
             stack.extend(part)
+
+
+def only_chosen(node):
+    """Replaces each ``!apply:operator.getitem [choices, key]`` by the pick.
+
+    Recipes choose a block by name from a mapping of ``!name:`` factories
+    (``scratch_encoder: dpcnn``); the exported model names only the chosen
+    one. The tree is changed in place (and returned).
+
+    Example
+    -------
+    >>> tree = ruamel.yaml.YAML().load(
+    ...     "pick: !apply:operator.getitem [{a: !new:A {}, b: 2}, a]"
+    ... )
+    >>> str(only_chosen(tree)["pick"].tag.value)
+    '!new:A'
+    """
+    tag = str(getattr(getattr(node, "tag", None), "value", None) or "")
+    if (
+        tag == "!apply:operator.getitem"
+        and isinstance(node, list)
+        and len(node) == 2
+        and isinstance(node[0], dict)
+        and str(node[1]) in node[0]
+    ):
+        return only_chosen(node[0][str(node[1])])
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = only_chosen(node[key])
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            node[i] = only_chosen(value)
+    return node
+
+
+def walk_nodes(node):
+    """Yields a YAML node and every node below it, each once."""
+    seen, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, dict):
+            stack.extend(reversed(list(current.values())))
+        elif isinstance(current, list):
+            stack.extend(reversed(current))

@@ -164,6 +164,15 @@ def export_module(model, labels, out_path, int8=False, check=True):
     """
     require("onnx")
     require("onnxruntime")
+    for module in model.modules():
+        # openSMILE computes these descriptors in C++, outside the graph.
+        if type(module).__name__ == "EGeMAPSDescriptors":
+            raise UserError(
+                "the model has an eGeMAPS stream, whose openSMILE front end "
+                "runs outside torch and cannot be exported to ONNX; export "
+                "a model without it, or serve this one with sercaf predict "
+                "on its model folder"
+            )
     model = _LogProbabilities(model)
     model.eval()
     wavs, lens = _example_batch()

@@ -25,6 +25,7 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+import copy
 import csv
 import json
 import os
@@ -33,6 +34,7 @@ from typing import NamedTuple
 
 import ruamel.yaml
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -51,10 +53,14 @@ from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import (
     checked_hparams,
+    only_chosen,
     overrides_dict,
     resolve_hparams_path,
+    walk_nodes,
 )
+from sercaf_toolkit.lobes.egemaps import check_opensmile
 from sercaf_toolkit.lobes.ssl import check_ssl_source
+from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
 
 # The keys that the runner, SERBrain, the data loaders and SpeechBrain's
@@ -88,6 +94,8 @@ IDENTITY_KEYS = (
     "ssl_source",
     "validation",
     "speaker_normalization",
+    "corpora",  # several corpora (recipes/MultiCorpus): which, and the test
+    "test_corpus",
 )
 
 
@@ -178,29 +186,9 @@ def write_run_info(hparams, identity, hparams_file, overrides, path):
         json.dump(info, out, indent=2)
 
 
-def write_test_outputs(folder, brain):
-    """Writes the test metrics, predictions and pictures of a run.
-
-    Arguments
-    ---------
-    folder : str
-        The run's output folder.
-    brain : SERBrain
-        After ``evaluate``: its ``test_summary``, ``test_rows``,
-        ``label_names``, ``selection_key`` and ``test_selected_epoch``.
-
-    Returns
-    -------
-    dict
-        Name -> path of every file written.
-    """
-    summary, labels = brain.test_summary, brain.label_names
-    paths = {
-        "metrics": os.path.join(folder, "test_metrics.json"),
-        "predictions": os.path.join(folder, "predictions.csv"),
-        "confusion matrix": os.path.join(folder, "confusion_matrix.png"),
-    }
-    metrics = {
+def _test_metrics(summary):
+    """The figures of a metrics summary that ``test_metrics.json`` holds."""
+    return {
         "WA": summary["WA"],
         "UA": summary["UA"],
         "F1": summary["macro_F1"],
@@ -208,13 +196,82 @@ def write_test_outputs(folder, brain):
         "per_class_recall": summary["per_class_recall"],
         "per_class_F1": summary["per_class_F1"],
         "support": summary["support"],
-        "labels": labels,
-        "confusion_matrix": summary["confusion_matrix"],
-        "selected_on": getattr(
-            brain, "selected_on", f"best valid {brain.selection_key}"
-        ),
-        "selected_epoch": brain.test_selected_epoch,
     }
+
+
+def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
+    """Writes ``test_metrics.json``, ``predictions.csv`` and the confusion PNG.
+
+    What a recipe's test and ``sercaf evaluate`` both write, the same way.
+
+    Arguments
+    ---------
+    folder : str
+        Where to write (created if needed).
+    labels : list of str
+        Class names in index order.
+    rows : list of tuple
+        ``(id, target index, probabilities)`` per test utterance; the
+        prediction is the most probable class.
+    extra : dict, optional
+        More entries for ``test_metrics.json`` (after the figures).
+    corpus_of : dict, optional
+        Utterance id -> corpus name: adds a ``corpus`` column to
+        ``predictions.csv`` and the figures of each corpus under
+        ``per_corpus`` in ``test_metrics.json``.
+
+    Returns
+    -------
+    dict
+        Name -> path of every file written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> rows = [("a", 0, [0.9, 0.1]), ("b", 1, [0.8, 0.2])]
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y"], rows)
+    >>> metrics = json.load(open(paths["metrics"]))
+    >>> metrics["WA"], metrics["UA"], metrics["confusion_matrix"]
+    (0.5, 0.5, [[1, 0], [1, 0]])
+    """
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "metrics": os.path.join(folder, "test_metrics.json"),
+        "predictions": os.path.join(folder, "predictions.csv"),
+        "confusion matrix": os.path.join(folder, "confusion_matrix.png"),
+    }
+    rows = sorted(rows)
+    predicted = [max(range(len(p)), key=p.__getitem__) for _, _, p in rows]
+
+    def summarize(corpus=None):
+        metrics = EmotionMetrics(labels)
+        chosen = [
+            i
+            for i, row in enumerate(rows)
+            if corpus is None or corpus_of.get(row[0]) == corpus
+        ]
+        metrics.append(
+            [rows[i][0] for i in chosen],
+            torch.tensor([predicted[i] for i in chosen], dtype=torch.long),
+            torch.tensor([rows[i][1] for i in chosen], dtype=torch.long),
+        )
+        return metrics.summarize()
+
+    summary = summarize()
+    metrics = {
+        **_test_metrics(summary),
+        "labels": list(labels),
+        "confusion_matrix": summary["confusion_matrix"],
+    }
+    if corpus_of:
+        metrics["per_corpus"] = {}
+        for corpus in sorted(set(corpus_of.values())):
+            part = summarize(corpus)
+            metrics["per_corpus"][corpus] = {
+                **_test_metrics(part),
+                "confusion_matrix": part["confusion_matrix"],
+            }
+    metrics.update(extra or {})
     with open(paths["metrics"], "w", encoding="utf-8") as out:
         json.dump(metrics, out, indent=2)
     plot_confusion_matrix(
@@ -222,6 +279,53 @@ def write_test_outputs(folder, brain):
         labels,
         paths["confusion matrix"],
         title=f"test, UA {summary['UA']:.3f}",
+    )
+    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["id", "true_label", "predicted_label"]
+            + [f"prob_{label}" for label in labels]
+            + (["corpus"] if corpus_of else [])
+        )
+        for (utt_id, target, probs), best in zip(rows, predicted):
+            writer.writerow(
+                [utt_id, labels[target], labels[best]]
+                + [f"{p:.6f}" for p in probs]
+                + ([corpus_of.get(utt_id, "")] if corpus_of else [])
+            )
+    return paths
+
+
+def write_run_outputs(folder, brain, test_csv):
+    """A run's test files (see :func:`write_test_outputs`) and curves.
+
+    Arguments
+    ---------
+    folder : str
+        The run's output folder.
+    brain : SERBrain
+        After ``evaluate``: its ``test_rows``, ``label_names``,
+        ``selection_key`` and ``test_selected_epoch``.
+    test_csv : str
+        The test manifest: with a ``corpus`` column (several corpora),
+        the metrics are given per corpus too.
+    """
+    corpus_of = {
+        row["ID"]: row["corpus"]
+        for row in read_manifest(test_csv)
+        if row.get("corpus")
+    }
+    paths = write_test_outputs(
+        folder,
+        brain.label_names,
+        brain.test_rows,
+        extra={
+            "selected_on": getattr(
+                brain, "selected_on", f"best valid {brain.selection_key}"
+            ),
+            "selected_epoch": brain.test_selected_epoch,
+        },
+        corpus_of=corpus_of,
     )
     history = os.path.join(folder, "history.json")
     if os.path.exists(history):
@@ -231,18 +335,6 @@ def write_test_outputs(folder, brain):
             paths["training curves"],
             selected_epoch=brain.test_selected_epoch,
         )
-    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(
-            ["id", "true_label", "predicted_label"]
-            + [f"prob_{label}" for label in labels]
-        )
-        for utt_id, target, probs in sorted(brain.test_rows):
-            predicted = max(range(len(probs)), key=probs.__getitem__)
-            writer.writerow(
-                [utt_id, labels[target], labels[predicted]]
-                + [f"{p:.6f}" for p in probs]
-            )
     return paths
 
 
@@ -319,7 +411,35 @@ def load_recipe(argv, script_dir=None):
             "refit: True retrains for the epoch count that validation "
             "chose; use --validation=speaker or group with it"
         )
+    check_optional_dependencies(tree)
     return hparams_file, run_opts, overrides, composed, tree
+
+
+# Blocks that need an optional package, by the end of their YAML tag, and
+# the check that names the extra to install.
+OPTIONAL_BLOCKS = {"EGeMAPSDescriptors": check_opensmile}
+
+
+def check_optional_dependencies(tree, model_key="model"):
+    """Checks the optional packages of the blocks the model really uses.
+
+    Only the chosen entries of ``!apply:operator.getitem`` picks count, so
+    a recipe that defines the eGeMAPS stream but runs ``streams: dual``
+    does not need opensmile.
+
+    Raises
+    ------
+    UserError
+        Naming the extra to install, before anything is built or written.
+    """
+    if model_key not in tree:
+        return
+    model = only_chosen(copy.deepcopy(tree[model_key]))
+    for node in walk_nodes(model):
+        tag = str(getattr(getattr(node, "tag", None), "value", None) or "")
+        for block, check in OPTIONAL_BLOCKS.items():
+            if tag.endswith(block):
+                check()
 
 
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
@@ -402,7 +522,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     metrics_path = os.path.join(output_folder, "test_metrics.json")
     inference_folder = os.path.join(output_folder, "inference")
     if if_main_process():
-        written = write_test_outputs(output_folder, brain)
+        written = write_run_outputs(output_folder, brain, hparams["test_csv"])
         export_model(
             hparams_file,
             overrides,
@@ -418,6 +538,13 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
             + getattr(brain, "selected_on", f"best valid {brain.selection_key}")
             + ")"
         )
+        with open(written["metrics"], encoding="utf-8") as source:
+            per_corpus = json.load(source).get("per_corpus", {})
+        for corpus, figures in per_corpus.items():
+            print(
+                f"  test speakers of {corpus}: WA {100 * figures['WA']:.1f}  "
+                f"UA {100 * figures['UA']:.1f}  F1 {100 * figures['F1']:.1f}"
+            )
         written["exported model"] = inference_folder
         for name, path in written.items():
             print(f"  {name}: {path}")

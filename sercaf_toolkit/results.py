@@ -50,58 +50,26 @@ def read_run(folder):
     return {"metrics": metrics, "rows": rows, "info": info}
 
 
-def summarize_runs(runs, picture=None, title=""):
-    """Sums up the runs of one experiment over folds and seeds.
+def _aggregate(done):
+    """Per-fold figures (averaged over seeds), mean/std over folds and seeds.
 
     Arguments
     ---------
-    runs : dict
-        ``(seed, fold)`` -> run folder; ``seed`` is ``None`` for a single
-        seed's runs.
-    picture : str, optional
-        Where to draw the pooled confusion matrix (PNG).
-    title : str
-        Title of the picture.
-
-    Returns
-    -------
-    dict
-        ``folds`` (per-fold figures, averaged over seeds), ``runs`` (per
-        seed and fold), ``missing``, ``mean``/``std`` over folds,
-        ``seeds`` with ``mean``/``std`` over the per-seed means (when
-        several seeds ran), ``pooled`` figures of all test predictions
-        together, and ``system`` (from the first run's ``run_info.json``).
+    done : dict
+        ``(seed, fold)`` -> ``{"WA": ..., "UA": ..., "F1": ...}``.
     """
-    done, missing, rows, labels, system = {}, [], [], None, {}
-    for (seed, fold), folder in sorted(
-        runs.items(), key=lambda item: (str(item[0][0]), item[0][1])
-    ):
-        run = read_run(folder)
-        if run is None:
-            missing.append([seed, fold])
-            continue
-        done[(seed, fold)] = {k: run["metrics"][k] for k in METRICS}
-        labels = run["metrics"]["labels"]
-        rows.extend(run["rows"])
-        system = system or run["info"]
-    result = {
-        "system": {
-            k: system.get(k) for k in ("streams", "fusion", "ssl_source")
-        },
-        "runs": [
-            {"seed": seed, "fold": fold, **figures}
-            for (seed, fold), figures in done.items()
-        ],
-        "missing": missing,
-    }
     folds = sorted({fold for _, fold in done})
     seeds = sorted({seed for seed, _ in done}, key=str)
-    result["folds"] = {
-        str(fold): {
-            k: statistics.fmean(m[k] for (s, f), m in done.items() if f == fold)
-            for k in METRICS
+    result = {
+        "folds": {
+            str(fold): {
+                k: statistics.fmean(
+                    m[k] for (s, f), m in done.items() if f == fold
+                )
+                for k in METRICS
+            }
+            for fold in folds
         }
-        for fold in folds
     }
     if not done:
         return result
@@ -128,6 +96,11 @@ def summarize_runs(runs, picture=None, title=""):
             "mean": {k: v[0] for k, v in over_seeds.items()},
             "std": {k: v[1] for k, v in over_seeds.items()},
         }
+    return result
+
+
+def _pooled(rows, labels):
+    """Metrics of prediction rows together, and their summary."""
     pooled = EmotionMetrics(labels)
     index = {label: i for i, label in enumerate(labels)}
     pooled.append(
@@ -136,16 +109,84 @@ def summarize_runs(runs, picture=None, title=""):
         [index[row["true_label"]] for row in rows],
     )
     summary = pooled.summarize()
-    result["pooled"] = {
+    return {
         "WA": summary["WA"],
         "UA": summary["UA"],
         "F1": summary["macro_F1"],
         "labels": labels,
         "confusion_matrix": summary["confusion_matrix"],
     }
+
+
+def summarize_runs(runs, picture=None, title=""):
+    """Sums up the runs of one experiment over folds and seeds.
+
+    Arguments
+    ---------
+    runs : dict
+        ``(seed, fold)`` -> run folder; ``seed`` is ``None`` for a single
+        seed's runs.
+    picture : str, optional
+        Where to draw the pooled confusion matrix (PNG).
+    title : str
+        Title of the picture.
+
+    Returns
+    -------
+    dict
+        ``folds`` (per-fold figures, averaged over seeds), ``runs`` (per
+        seed and fold), ``missing``, ``mean``/``std`` over folds,
+        ``seeds`` with ``mean``/``std`` over the per-seed means (when
+        several seeds ran), ``pooled`` figures of all test predictions
+        together, ``system`` (from the first run's ``run_info.json``)
+        and, for runs tested on several corpora (``per_corpus`` in their
+        metrics), the same figures of each test corpus in ``per_corpus``.
+    """
+    done, missing, rows, labels, system = {}, [], [], None, {}
+    by_corpus = {}
+    for (seed, fold), folder in sorted(
+        runs.items(), key=lambda item: (str(item[0][0]), item[0][1])
+    ):
+        run = read_run(folder)
+        if run is None:
+            missing.append([seed, fold])
+            continue
+        done[(seed, fold)] = {k: run["metrics"][k] for k in METRICS}
+        for corpus, figures in run["metrics"].get("per_corpus", {}).items():
+            by_corpus.setdefault(corpus, {})[(seed, fold)] = {
+                k: figures[k] for k in METRICS
+            }
+        labels = run["metrics"]["labels"]
+        rows.extend(run["rows"])
+        system = system or run["info"]
+    result = {
+        "system": {
+            k: system.get(k) for k in ("streams", "fusion", "ssl_source")
+        },
+        "runs": [
+            {"seed": seed, "fold": fold, **figures}
+            for (seed, fold), figures in done.items()
+        ],
+        "missing": missing,
+        **_aggregate(done),
+    }
+    if not done:
+        return result
+    result["pooled"] = _pooled(rows, labels)
+    if by_corpus:
+        result["per_corpus"] = {
+            corpus: {
+                **_aggregate(corpus_done),
+                "pooled": _pooled(
+                    [row for row in rows if row.get("corpus") == corpus],
+                    labels,
+                ),
+            }
+            for corpus, corpus_done in sorted(by_corpus.items())
+        }
     if picture is not None:
         plot_confusion_matrix(
-            summary["confusion_matrix"], labels, picture, title=title
+            result["pooled"]["confusion_matrix"], labels, picture, title=title
         )
         result["confusion_matrix_png"] = picture
     return result
@@ -188,42 +229,54 @@ def results_table(summary):
         "Speaker-independent folds; figures in %: mean ± sample standard "
         "deviation over folds (each fold averaged over seeds), over seeds "
         "(the spread of the per-seed means over folds), and pooled over "
-        "all test predictions.",
+        "all test predictions. Runs tested on several corpora add a row "
+        "per test corpus (its folds: those that tested it).",
         "",
         "| experiment | SSL model | scratch encoder | fusion | WA | UA | F1 "
         "| UA over seeds | pooled WA | pooled UA | folds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, result in summary["experiments"].items():
-        system = result.get("system") or {}
-        streams = system.get("streams") or []
-        ssl = ", ".join(s for s in streams if s not in ("DPCNN", "TextRCNN"))
-        source = system.get("ssl_source")
-        if source:
-            ssl = f"{ssl} ({source})"
-        scratch = ", ".join(s for s in streams if s in ("DPCNN", "TextRCNN"))
-        if "mean" not in result:
-            cells = ["-"] * 6
-        else:
-            seeds = result.get("seeds")
-            cells = (
-                [_figure(result, k) for k in METRICS]
-                + [
-                    f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
-                    if seeds
-                    else "1 seed"
-                ]
-                + [f"{100 * result['pooled'][k]:.1f}" for k in ("WA", "UA")]
-            )
-        n_done = len(result["folds"])
-        n_all = n_done + len(
-            {f for _, f in result["missing"]}
-            - {int(f) for f in result["folds"]}
-        )
-        lines.append(
-            f"| {stem} | {ssl or '-'} | {scratch or '-'} | "
-            f"{system.get('fusion') or '-'} | "
-            + " | ".join(cells)
-            + f" | {n_done}/{n_all} |"
-        )
+        lines.append(_table_row(stem, result, result))
+        # Runs tested on several corpora: one more row per test corpus.
+        for corpus, part in (result.get("per_corpus") or {}).items():
+            lines.append(_table_row(f"{stem}: test {corpus}", result, part))
     return "\n".join(lines) + "\n"
+
+
+def _table_row(name, result, part):
+    """One row of :func:`results_table`: ``part``'s figures (the whole
+    experiment's, or one test corpus's), ``result``'s system."""
+    system = result.get("system") or {}
+    streams = system.get("streams") or []
+    ssl = ", ".join(s for s in streams if s not in ("DPCNN", "TextRCNN"))
+    source = system.get("ssl_source")
+    if source:
+        ssl = f"{ssl} ({source})"
+    scratch = ", ".join(s for s in streams if s in ("DPCNN", "TextRCNN"))
+    if "mean" not in part:
+        cells = ["-"] * 6
+    else:
+        seeds = part.get("seeds")
+        cells = (
+            [_figure(part, k) for k in METRICS]
+            + [
+                f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
+                if seeds
+                else "1 seed"
+            ]
+            + [f"{100 * part['pooled'][k]:.1f}" for k in ("WA", "UA")]
+        )
+    n_done = len(part["folds"])
+    if part is result:
+        missing = {f for _, f in result["missing"]}
+        n_all = n_done + len(missing - {int(f) for f in result["folds"]})
+        folds = f"{n_done}/{n_all}"
+    else:  # the folds that tested this corpus
+        folds = str(n_done)
+    return (
+        f"| {name} | {ssl or '-'} | {scratch or '-'} | "
+        f"{system.get('fusion') or '-'} | "
+        + " | ".join(cells)
+        + f" | {folds} |"
+    )

@@ -1,9 +1,14 @@
-"""Shared fixtures: tiny SSL models built from configs, offline."""
+"""Shared fixtures: tiny SSL models built from configs, offline; an
+exported demo model."""
 
 import pathlib
 
 import pytest
+import speechbrain as sb
+import torch
 
+from sercaf_toolkit.export import export_model
+from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
 
 DEMO_YAML = (
@@ -30,12 +35,6 @@ def tiny_ssl_source(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory):
     """An exported (untrained) demo model: enough to test inference."""
-    import speechbrain as sb
-    import torch
-
-    from sercaf_toolkit.export import export_model
-    from sercaf_toolkit.hparams import load_hparams
-
     root = tmp_path_factory.mktemp("model")
     argv = [
         str(DEMO_YAML),

@@ -160,6 +160,7 @@ def test_every_option_has_a_help_text():
         "predict",
         "attention",
         "export-onnx",
+        "evaluate",
         "table",
     }
     for name, subparser in subparsers.choices.items():

@@ -45,7 +45,10 @@ def tiny_overrides(ssl_source):
     ]
 
 
-HPARAMS = [(c, n) for c in CORPORA for n in FUSION_FILES] + [("Custom", "caf")]
+HPARAMS = [(c, n) for c in CORPORA for n in FUSION_FILES] + [
+    ("Custom", "caf"),
+    ("MultiCorpus", "caf"),
+]
 
 
 @pytest.mark.parametrize("corpus, name", HPARAMS)

@@ -48,7 +48,7 @@ INSTALL = re.compile(
 )
 NOT_HERE = ("python -m pytest", "nccl", "cuda", "--master_addr", "--size base")
 CORPUS_RECIPE = re.compile(
-    r"recipes/(IEMOCAP|EmoDB|CASIA|RAVDESS|Custom)/train\.py"
+    r"recipes/(IEMOCAP|EmoDB|CASIA|RAVDESS|Custom|MultiCorpus)/train\.py"
 )
 QUICK = (
     "--number_of_epochs=1 --n_mels=32 --dpcnn_filters=8 --rcnn_embedding=8 "

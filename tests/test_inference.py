@@ -22,7 +22,7 @@ LABELS = ["neutral", "happy", "angry", "sad"]
 
 @pytest.fixture(scope="module")
 def model_dir(demo_model_dir):
-    """The exported (untrained) demo model of conftest.py."""
+    """An exported (untrained) demo model: enough to test inference."""
     return demo_model_dir
 
 

@@ -54,7 +54,8 @@ USERS = {
         "_block_style_without_comments in sercaf_toolkit/export.py"
     ),
     "ruamel.yaml node.tag.value": (
-        "_only_chosen and export_model in sercaf_toolkit/export.py"
+        "only_chosen in sercaf_toolkit/hparams.py and export_model in "
+        "sercaf_toolkit/export.py"
     ),
 }
 

@@ -20,7 +20,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 EXPERIMENTS = sorted(RECIPES.glob("*/hparams/*.yaml"))
 NEEDED = {"data_folder": "/corpus", "labels": ["a", "b"]}
-FOLDS = {"IEMOCAP": 5, "EmoDB": 10, "CASIA": 4, "RAVDESS": 6, "Demo": 4}
+FOLDS = {
+    "IEMOCAP": 5,
+    "EmoDB": 10,
+    "CASIA": 4,
+    "RAVDESS": 6,
+    "Demo": 4,
+    "MultiCorpus": 6,  # EmoDB (10) and RAVDESS (6): the fewest
+}
 
 
 def recipe_id(path):

@@ -92,6 +92,26 @@ CASES = {
         ["hparams/caf.yaml", "--validation=speakers"],
         ["speakers", "speaker, group, none"],
     ),
+    "unknown corpus among several": (
+        "MultiCorpus",
+        ["hparams/caf.yaml", "--data_folder=.", "--corpora=[EmoDBB]"],
+        ["EmoDBB", "did you mean EmoDB"],
+    ),
+    "missing folder of one of several corpora": (
+        "MultiCorpus",
+        ["hparams/caf.yaml", "--data_folder=no/such"],
+        ["no/such/emodb", "--data_folder"],
+    ),
+    "held-out corpus not among the corpora": (
+        "MultiCorpus",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=.",
+            "--corpora=[Demo,Expressive]",
+            "--test_corpus=CASIA",
+        ],
+        ["test_corpus CASIA", "Demo, Expressive"],
+    ),
     "another experiment's folder": (
         "Demo",
         ["hparams/film.yaml", "--output_folder=results/run"],

@@ -6,6 +6,7 @@ import torch
 
 from sercaf_toolkit.lobes.masking import (
     GlobalNormalization,
+    UtteranceNormalization,
     masked_statistics,
 )
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
@@ -241,3 +242,35 @@ def test_textrcnn_lai_gradients_reach_valid_frames_and_all_weights():
 def test_textrcnn_rejects_unknown_form():
     with pytest.raises(ValueError, match="form"):
         TextRCNN(input_size=6, form="last_state")
+
+
+@pytest.mark.parametrize("keep_mean", [False, True])
+def test_utterance_normalization_removes_channel_and_ignores_padding(
+    keep_mean,
+):
+    """A constant spectral colouring (a channel, a speaker's average) is
+    gone after utterance normalisation; padding changes nothing; with
+    ``keep_mean`` the standardised mean spectrum rides on every frame."""
+    generator = torch.Generator().manual_seed(3)
+    norm = UtteranceNormalization(4, keep_mean=keep_mean)
+    frames = torch.randn(2, 7, 4, generator=generator)
+    colour = torch.tensor([3.0, -2.0, 0.5, 8.0])
+    norm.train()(torch.cat([frames, frames + colour]), torch.ones(4, 7) > 0)
+    norm.eval()
+    full = torch.ones(2, 7, dtype=torch.bool)
+    plain, coloured = norm(frames, full), norm(frames + colour, full)
+    torch.testing.assert_close(plain[..., :4], coloured[..., :4])
+    assert plain.shape[-1] == norm.output_size == (8 if keep_mean else 4)
+    if keep_mean:
+        assert not torch.allclose(plain[..., 4:], coloured[..., 4:])
+        torch.testing.assert_close(  # one mean per utterance, every frame
+            plain[:, :, 4:], plain[:, :1, 4:].expand(-1, 7, -1)
+        )
+    stream = SpectrogramStream(
+        LogMel(n_mels=40),
+        lambda input_size: DPCNN(input_size, num_filters=12, num_blocks=2),
+        UtteranceNormalization(40, keep_mean=keep_mean),
+    )
+    stream.train()(torch.randn(2, 8000))
+    assert stream.encoder.region.in_channels == (80 if keep_mean else 40)
+    assert_stream_ignores_padding(stream, utterances())

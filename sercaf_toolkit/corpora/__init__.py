@@ -1,17 +1,163 @@
 """Corpus preparation: one module per corpus, each writing manifests.
 
 A corpus module provides ``prepare_<corpus>(data_folder, save_folder,
-fold, ...)`` (what a recipe's ``prepare:`` key names) and
-``fold_count(**same arguments)``; a corpus read from a folder also has
-``NAME`` and ``LAYOUT`` (checked before a run loads anything), or its own
-``check_data_folder``. The functions here read those from a recipe's
-unbuilt YAML tree, so that nothing downstream knows a corpus.
+fold, ...)`` (what a recipe's ``prepare:`` key names),
+``fold_count(**same arguments)``, ``build_manifest(data_folder)`` (every
+utterance), ``NAME`` and ``VOCABULARY`` (its labels -> the shared emotion
+names of :data:`~sercaf_toolkit.corpora.common.SHARED_EMOTIONS`); a corpus
+read from a folder also has ``LAYOUT`` (checked before a run loads
+anything), or its own ``check_data_folder``. The functions here find those
+by corpus name or in a recipe's unbuilt YAML tree, so that nothing
+downstream knows a corpus.
 """
 
+import collections
+import difflib
 import importlib
 
-from sercaf_toolkit.corpora.common import require_folder
+from sercaf_toolkit.corpora.common import SHARED_EMOTIONS, require_folder
 from sercaf_toolkit.errors import UserError
+
+# Corpus name (as users write it) -> module under sercaf_toolkit.corpora.
+CORPUS_MODULES = {
+    "EmoDB": "emodb",
+    "RAVDESS": "ravdess",
+    "CASIA": "casia",
+    "IEMOCAP": "iemocap",
+    "Demo": "demo",
+    "Expressive": "expressive",
+    "Custom": "custom",
+}
+
+
+def corpus_module(name):
+    """The preparation module of a corpus, by name (in any case).
+
+    Example
+    -------
+    >>> corpus_module("emodb").NAME
+    'EmoDB'
+    >>> corpus_module("ravdes")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: unknown corpus 'ravdes'; did you mean \
+RAVDESS? (known: EmoDB, RAVDESS, CASIA, IEMOCAP, Demo, Expressive, Custom)
+    """
+    by_lower = {known.lower(): known for known in CORPUS_MODULES}
+    known = by_lower.get(str(name).lower())
+    if known is None:
+        close = difflib.get_close_matches(str(name).lower(), by_lower, n=1)
+        hint = f"did you mean {by_lower[close[0]]}? " if close else ""
+        raise UserError(
+            f"unknown corpus {name!r}; {hint}(known: "
+            f"{', '.join(CORPUS_MODULES)})"
+        )
+    return importlib.import_module(
+        f"sercaf_toolkit.corpora.{CORPUS_MODULES[known]}"
+    )
+
+
+def prepare_function(module):
+    """A corpus module's ``prepare_<corpus>`` function."""
+    return getattr(module, "prepare_" + module.__name__.rsplit(".", 1)[-1])
+
+
+def shared_name(label):
+    """A label in the shared vocabulary, through every corpus's mapping.
+
+    What a model's class names mean: a model trained on one corpus has its
+    labels (``anger``), one trained on several has shared names already.
+    Returns ``None`` for a label no corpus maps.
+
+    Example
+    -------
+    >>> shared_name("anger"), shared_name("neu"), shared_name("sad")
+    ('angry', 'neutral', 'sad')
+    >>> shared_name("tense") is None
+    True
+    """
+    if label in SHARED_EMOTIONS:
+        return label
+    for name in CORPUS_MODULES:
+        found = corpus_module(name).VOCABULARY.get(label)
+        if found is not None:
+            return found
+    return None
+
+
+def model_classes(labels):
+    """A model's class names in the shared vocabulary, in class order.
+
+    Raises
+    ------
+    UserError
+        If a class maps to no shared name, or two map to the same one.
+
+    Example
+    -------
+    >>> model_classes(["anger", "happiness", "neutral", "sadness"])
+    ['angry', 'happy', 'neutral', 'sad']
+    """
+    classes = [shared_name(label) for label in labels]
+    unknown = [label for label, c in zip(labels, classes) if c is None]
+    if unknown:
+        raise UserError(
+            f"the model's class(es) {', '.join(unknown)} are in no corpus's "
+            f"vocabulary; cross-corpus use needs the shared names "
+            f"{', '.join(SHARED_EMOTIONS)}"
+        )
+    twice = [c for c, n in collections.Counter(classes).items() if n > 1]
+    if twice:
+        raise UserError(
+            f"two of the model's classes ({', '.join(labels)}) mean the "
+            f"same shared emotion {twice[0]}"
+        )
+    return classes
+
+
+def map_rows(rows, vocabulary, classes):
+    """Manifest rows with their labels in the shared vocabulary.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows with a corpus's own ``label``.
+    vocabulary : dict
+        The corpus's own label -> shared name (its ``VOCABULARY``).
+    classes : list of str
+        The shared names to keep.
+
+    Returns
+    -------
+    kept : list of dict
+        Copies of the rows whose shared label is in ``classes``, ``label``
+        replaced by it and the corpus's own label in ``corpus_label``.
+    left_out : collections.Counter
+        Own label -> count of the rows left out.
+
+    Example
+    -------
+    >>> rows = [{"label": "anger"}, {"label": "boredom"}]
+    >>> kept, left_out = map_rows(rows, {"anger": "angry"}, ["angry", "sad"])
+    >>> kept, dict(left_out)
+    ([{'label': 'angry', 'corpus_label': 'anger'}], {'boredom': 1})
+    """
+    kept, left_out = [], collections.Counter()
+    for row in rows:
+        shared = vocabulary.get(row["label"])
+        if shared in classes:
+            kept.append({**row, "label": shared, "corpus_label": row["label"]})
+        else:
+            left_out[row["label"]] += 1
+    return kept, left_out
+
+
+def check_corpus_folder(module, data_folder):
+    """Fails in one line when a corpus's folder (or CSV file) is missing."""
+    if hasattr(module, "check_data_folder"):
+        module.check_data_folder(str(data_folder))
+    elif hasattr(module, "LAYOUT"):
+        require_folder(str(data_folder), module.NAME, module.LAYOUT)
 
 
 def recipe_corpus(tree):
@@ -58,11 +204,10 @@ def recipe_fold_count(tree):
 def check_recipe_corpus(tree):
     """Fails in one line on a missing corpus folder or a fold out of range."""
     module, arguments = recipe_corpus(tree)
-    data_folder = str(arguments.get("data_folder", ""))
-    if hasattr(module, "check_data_folder"):
-        module.check_data_folder(data_folder)
-    elif hasattr(module, "LAYOUT"):
-        require_folder(data_folder, module.NAME, module.LAYOUT)
+    if hasattr(module, "check_arguments"):  # several corpora in one
+        module.check_arguments(**arguments)
+    else:
+        check_corpus_folder(module, arguments.get("data_folder", ""))
     n_folds = int(module.fold_count(**arguments))
     fold = int(arguments.get("fold", 1))
     if not 1 <= fold <= n_folds:

@@ -35,6 +35,8 @@ EMOTIONS = {
     "sad": "sad",
     "surprise": "surprise",
 }
+# CASIA's labels (after "normal" -> "neutral") are shared names already.
+VOCABULARY = {label: label for label in set(EMOTIONS.values())}
 NAME = "CASIA"
 LAYOUT = "<speaker>/<emotion>/<NNN>.wav"
 EXPECTED_TOTAL = 1200

@@ -35,6 +35,15 @@ RANDOM_PROTOCOL = "random_speaker_dependent"
 # on every non-test speaker, test the last epoch).
 VALIDATION_POLICIES = ("speaker", "group", "none")
 
+# The shared emotion vocabulary: every corpus module maps its own labels
+# onto these names in its ``VOCABULARY`` (own label -> shared label), so
+# that models and corpora can be compared and mixed across corpora. The
+# first four are the classes nearly every corpus has.
+SHARED_EMOTIONS = (
+    "neutral", "happy", "angry", "sad",
+    "fear", "disgust", "surprise", "calm", "boredom",
+)  # fmt: skip
+
 
 class CorpusError(ValueError):
     """A corpus that does not look as expected (strict mode)."""

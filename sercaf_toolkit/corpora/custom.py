@@ -15,6 +15,7 @@ import os
 
 from sercaf_toolkit.corpora.common import (
     RANDOM_PROTOCOL,
+    SHARED_EMOTIONS,
     CorpusError,
     CorpusFolderError,
     ManifestBuilder,
@@ -22,6 +23,10 @@ from sercaf_toolkit.corpora.common import (
 )
 
 REQUIRED = ("path", "label", "speaker")
+NAME = "Custom"
+# A CSV's labels that are shared names already map to themselves; any
+# other label is left out of cross-corpus use (its own recipe keeps it).
+VOCABULARY = {label: label for label in SHARED_EMOTIONS}
 
 
 def check_data_folder(data_folder):

@@ -37,6 +37,9 @@ from scipy.signal import lfilter
 from sercaf_toolkit.corpora.common import ManifestBuilder, prepare_fold
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
+NAME = "Demo"
+# The demo's labels are shared names already (common.SHARED_EMOTIONS).
+VOCABULARY = {emotion: emotion for emotion in EMOTIONS}
 
 # Speaker name (gender in the suffix), F0 baseline in Hz, vocal-tract scale
 # (formant frequencies are multiplied by it: shorter tract = higher).
@@ -202,6 +205,30 @@ def generate_demo_corpus(folder, utterances_per_emotion=10, seed=1234):
     return paths
 
 
+def build_manifest(data_folder, utterances_per_emotion=10):
+    """Manifest rows of the demo corpus (generated first if needed).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> rows = build_manifest(tempfile.mkdtemp(), 1)
+    >>> len(rows), rows[0]["speaker"], rows[0]["label"]
+    (32, 'spk1_f', 'neutral')
+    """
+    builder = ManifestBuilder(NAME)
+    for path in generate_demo_corpus(data_folder, utterances_per_emotion):
+        utt_id = os.path.splitext(os.path.basename(path))[0]
+        speaker, gender_letter, emotion, _ = utt_id.split("_")
+        builder.add(
+            path,
+            ID=utt_id,
+            label=emotion,
+            speaker=f"{speaker}_{gender_letter}",
+            gender=gender_letter.upper(),
+        )
+    return builder.rows
+
+
 def fold_count(**_):
     """Four folds: one per speaker pair."""
     return len(SPEAKERS) // 2
@@ -249,20 +276,8 @@ def prepare_demo(
     ['spk3_f', 'spk4_m']
     """
     pairs = [[SPEAKERS[i][0], SPEAKERS[i + 1][0]] for i in range(0, 8, 2)]
-    paths = generate_demo_corpus(data_folder, utterances_per_emotion)
-    builder = ManifestBuilder("Demo")
-    for path in paths:
-        utt_id = os.path.splitext(os.path.basename(path))[0]
-        speaker, gender_letter, emotion, _ = utt_id.split("_")
-        builder.add(
-            path,
-            ID=utt_id,
-            label=emotion,
-            speaker=f"{speaker}_{gender_letter}",
-            gender=gender_letter.upper(),
-        )
     return prepare_fold(
-        builder.rows,
+        build_manifest(data_folder, utterances_per_emotion),
         save_folder,
         fold,
         "demo_speaker_pairs",

@@ -28,6 +28,12 @@ EMOTIONS = {
     "T": "sadness",
     "N": "neutral",
 }
+# EmoDB's labels in the shared vocabulary (corpora.common.SHARED_EMOTIONS).
+VOCABULARY = {
+    "anger": "angry", "boredom": "boredom", "disgust": "disgust",
+    "fear": "fear", "happiness": "happy", "neutral": "neutral",
+    "sadness": "sad",
+}  # fmt: skip
 SPEAKER_GENDER = {
     "03": "M", "08": "F", "09": "F", "10": "M", "11": "M",
     "12": "M", "13": "F", "14": "F", "15": "M", "16": "F",

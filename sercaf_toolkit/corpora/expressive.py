@@ -56,6 +56,9 @@ from sercaf_toolkit.corpora.common import (
 from sercaf_toolkit.corpora.demo import _VOWELS, SAMPLE_RATE, _resonator
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "fear")
+NAME = "Expressive"
+# Its labels are shared names already (common.SHARED_EMOTIONS).
+VOCABULARY = {emotion: emotion for emotion in EMOTIONS}
 
 # Utterances per speaker and emotion at scale 1 (unequal on purpose).
 CLASS_SHARES = {"neutral": 8, "happy": 5, "angry": 6, "sad": 5, "fear": 4}
@@ -340,6 +343,28 @@ def speaker_groups(n_speakers=N_SPEAKERS, n_folds=4):
     ]
 
 
+def build_manifest(data_folder, scale=1.0, seed=2024, n_speakers=N_SPEAKERS):
+    """Manifest rows of the corpus (generated first if needed).
+
+    Arguments: see :func:`generate_expressive_corpus`.
+    """
+    builder = ManifestBuilder(NAME)
+    for path in generate_expressive_corpus(
+        data_folder, scale, seed, n_speakers
+    ):
+        utt_id = os.path.splitext(os.path.basename(path))[0]
+        speaker, emotion, sentence, _ = utt_id.split("_")
+        builder.add(
+            path,
+            ID=utt_id,
+            label=emotion,
+            speaker=speaker,
+            gender=speaker[0].upper(),
+            sentence=sentence,
+        )
+    return builder.rows
+
+
 def fold_count(n_folds=4, **_):
     """The number of folds (four by default)."""
     return int(n_folds)
@@ -398,25 +423,13 @@ def prepare_expressive(
     """
     groups = speaker_groups(n_speakers, n_folds)
     valid = [groups[k % n_folds][:2] for k in range(1, n_folds + 1)]
-    paths = generate_expressive_corpus(data_folder, scale, seed, n_speakers)
-    builder = ManifestBuilder("Expressive")
-    for path in paths:
-        utt_id = os.path.splitext(os.path.basename(path))[0]
-        speaker, emotion, sentence, _ = utt_id.split("_")
-        builder.add(
-            path,
-            ID=utt_id,
-            label=emotion,
-            speaker=speaker,
-            gender=speaker[0].upper(),
-            sentence=sentence,
-        )
+    rows = build_manifest(data_folder, scale, seed, n_speakers)
     split_options.setdefault("validation", "group")
     split_options.setdefault(
         "normalized_folder", os.path.join(data_folder, "speaker_normalized")
     )
     return prepare_fold(
-        builder.rows, save_folder, fold, "expressive_speaker_groups", groups,
+        rows, save_folder, fold, "expressive_speaker_groups", groups,
         valid=valid,
         **split_options,
     )  # fmt: skip

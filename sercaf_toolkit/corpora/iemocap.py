@@ -50,6 +50,8 @@ FOUR_CLASS = {
     "ang": "ang",
     "sad": "sad",
 }
+# The 4-class labels in the shared vocabulary (common.SHARED_EMOTIONS).
+VOCABULARY = {"neu": "neutral", "hap": "happy", "ang": "angry", "sad": "sad"}
 SESSIONS = (1, 2, 3, 4, 5)
 NAME = "IEMOCAP"
 LAYOUT = "IEMOCAP_full_release with Session1..Session5"

@@ -31,6 +31,12 @@ EMOTIONS = {
     "07": "disgust",
     "08": "surprised",
 }
+# RAVDESS's labels in the shared vocabulary (common.SHARED_EMOTIONS).
+VOCABULARY = {
+    "neutral": "neutral", "calm": "calm", "happy": "happy", "sad": "sad",
+    "angry": "angry", "fearful": "fear", "disgust": "disgust",
+    "surprised": "surprise",
+}  # fmt: skip
 NAME = "RAVDESS"
 LAYOUT = "Actor_01/ .. Actor_24/"
 FOLDS = [

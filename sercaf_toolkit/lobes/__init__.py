@@ -1,5 +1,6 @@
 """Reusable building blocks, wired together per experiment in YAML."""
 
+from sercaf_toolkit.lobes.egemaps import EGeMAPSDescriptors
 from sercaf_toolkit.lobes.fusion import (
     ConcatFusion,
     CrossAttentionFusion,
@@ -8,7 +9,11 @@ from sercaf_toolkit.lobes.fusion import (
     PaperCAF,
     SumFusion,
 )
-from sercaf_toolkit.lobes.masking import GlobalNormalization, MaskedPooling
+from sercaf_toolkit.lobes.masking import (
+    GlobalNormalization,
+    MaskedPooling,
+    UtteranceNormalization,
+)
 from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead, PassThrough
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
 from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
@@ -19,6 +24,7 @@ __all__ = [
     "CrossAttentionFusion",
     "DPCNN",
     "DualStreamModel",
+    "EGeMAPSDescriptors",
     "EmotionHead",
     "FiLMFusion",
     "FusionBlock",
@@ -32,4 +38,5 @@ __all__ = [
     "SpectrogramStream",
     "SumFusion",
     "TextRCNN",
+    "UtteranceNormalization",
 ]

@@ -282,3 +282,63 @@ class GlobalNormalization(torch.nn.Module):
         std = self.running_var.clamp(min=self.eps**2).sqrt()
         normalised = (features - self.running_mean) / std
         return normalised * mask.unsqueeze(-1).to(normalised.dtype)
+
+
+class UtteranceNormalization(torch.nn.Module):
+    """Removes each utterance's mean spectrum, then normalises globally.
+
+    An inductive counterpart of speaker normalisation: the recording
+    channel and the speaker's average spectral colouring are (close to)
+    constant over an utterance, so subtracting the utterance's mean over
+    its valid frames, per channel, takes them out, as cepstral mean
+    normalisation does in speech recognition. It needs no other audio
+    than the utterance itself, so an exported model labels one file at a
+    time. It also removes what the mean carries of emotion (overall
+    loudness, spectral tilt): the frame-to-frame variation (pitch
+    movements, rhythm, energy dynamics) stays. The residual is then
+    standardised with dataset statistics
+    (:class:`GlobalNormalization`). With ``keep_mean``, the utterance's
+    mean spectrum, standardised with dataset statistics, is appended as
+    ``input_size`` more channels on every frame, so the encoder still sees
+    it, separated from the dynamics.
+
+    Arguments
+    ---------
+    input_size : int
+        Number of feature channels.
+    max_updates : int, optional
+        Training batches the dataset statistics see (``None``: all).
+    keep_mean : bool
+        Append the (standardised) utterance mean to every frame.
+
+    Example
+    -------
+    >>> norm = UtteranceNormalization(1)
+    >>> x = torch.tensor([[[1.0], [3.0], [9.0]], [[11.0], [13.0], [0.0]]])
+    >>> mask = torch.tensor([[True, True, False], [True, True, False]])
+    >>> norm(x, mask)[:, :2, 0]  # both utterances lose their own level
+    tensor([[-1.,  1.],
+            [-1.,  1.]])
+    >>> UtteranceNormalization(3, keep_mean=True).output_size
+    6
+    """
+
+    def __init__(self, input_size, max_updates=None, keep_mean=False):
+        super().__init__()
+        self.keep_mean = keep_mean
+        self.output_size = input_size * (2 if keep_mean else 1)
+        self.residual = GlobalNormalization(input_size, max_updates)
+        self.mean = (
+            GlobalNormalization(input_size, max_updates) if keep_mean else None
+        )
+
+    def forward(self, features, mask):
+        """Normalises ``[B, T, C]`` features; padding stays zero."""
+        mean = masked_mean(features, mask)
+        valid = mask.unsqueeze(-1).to(features.dtype)
+        normalised = self.residual((features - mean.unsqueeze(1)) * valid, mask)
+        if not self.keep_mean:
+            return normalised
+        one_frame = torch.ones_like(mask[:, :1])
+        level = self.mean(mean.unsqueeze(1), one_frame)
+        return torch.cat([normalised, level * valid], dim=-1)

@@ -193,7 +193,11 @@ def describe_model(model):
         if isinstance(stream, SSLStream):
             names.append(stream.model.config.model_type)
         elif hasattr(stream, "encoder"):
-            names.append(type(stream.encoder).__name__)
+            name = type(stream.encoder).__name__
+            frontend = type(getattr(stream, "frontend", None)).__name__
+            if frontend not in ("LogMel", "NoneType"):  # e.g. eGeMAPS
+                name = f"{frontend}/{name}"
+            names.append(name)
         else:
             names.append(type(stream).__name__)
     return {"streams": names, "fusion": type(model.fusion).__name__}

@@ -201,7 +201,9 @@ class SpectrogramStream(torch.nn.Module):
         self.normalization = normalization
         self.augment = augment
         if not isinstance(encoder, torch.nn.Module):
-            encoder = encoder(input_size=frontend.output_size)
+            # A normalisation may add channels (UtteranceNormalization).
+            width = getattr(normalization, "output_size", frontend.output_size)
+            encoder = encoder(input_size=width)
         self.encoder = encoder
         self.output_size = encoder.output_size
 
