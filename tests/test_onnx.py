@@ -309,3 +309,14 @@ def test_every_stream_and_fusion_exports(
         atol=1e-4,
         rtol=0,
     )
+
+
+def test_an_egemaps_stream_is_refused_in_one_line(tmp_path):
+    from sercaf_toolkit.onnx_export import export_module
+
+    class EGeMAPSDescriptors(torch.nn.Module):  # stands for the real one
+        pass
+
+    model = torch.nn.Sequential(EGeMAPSDescriptors())
+    with pytest.raises(UserError, match="eGeMAPS stream"):
+        export_module(model, ["a"], str(tmp_path / "m.onnx"))
