@@ -12,7 +12,8 @@ and the sample rate (``sample_rate``).
 
 Two parts of the PyTorch model do not trace into a graph that runs at any
 length, and are replaced by equivalents while exporting: the log-mel front
-end's ``torch.stft`` (a convolution with a windowed DFT basis, see
+end's torchaudio spectrogram (a plain ``torch.stft`` that the exporter
+maps to ONNX's STFT operator, see
 :class:`~sercaf_toolkit.lobes.spectrogram.LogMel`) and
 ``torch.nn.MultiheadAttention`` in cross-attention fusion (written out).
 
@@ -225,7 +226,7 @@ def _trace(model, example, path):
 
     with warnings.catch_warnings():
         # The tracer's notes on Python values (checks of widths, constant
-        # DFT bases) concern values that are the same at every length.
+        # windows and filterbanks) concern values the same at every length.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,

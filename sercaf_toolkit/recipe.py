@@ -132,7 +132,10 @@ def run_identity(tree):
     identity = {}
     for key in IDENTITY_KEYS:
         if key in tree:
-            identity.update(_flatten(tree[key], key))
+            # Only the blocks the run chose (streams: dual, not the other
+            # stream sets the recipe also defines).
+            chosen = only_chosen(copy.deepcopy(tree[key]))
+            identity.update(_flatten(chosen, key))
     return identity
 
 
@@ -150,9 +153,13 @@ def check_same_run(identity, output_folder):
     if earlier is None:  # written by a version that kept no identity
         return
     different = sorted(
-        k
-        for k in set(earlier) | set(identity)
-        if earlier.get(k) != identity.get(k)
+        (
+            k
+            for k in set(earlier) | set(identity)
+            if earlier.get(k) != identity.get(k)
+        ),
+        # A recipe key (ssl_source) says more than a path into the model.
+        key=lambda k: ("." in k or "[" in k, k),
     )
     if different:
         key = different[0]

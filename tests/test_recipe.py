@@ -203,3 +203,19 @@ def test_refuses_to_resume_another_experiment(
         path: path.read_bytes() for path in output.rglob("*") if path.is_file()
     }
     assert after == before  # a refused run writes nothing
+
+
+def test_identity_holds_only_the_chosen_blocks(tmp_path):
+    """A run is identified by the streams it chose, not by every stream
+    set the shared wiring defines: switching streams changes it, editing
+    an unchosen set does not."""
+    from sercaf_toolkit.recipe import load_recipe, run_identity
+
+    def identity(*extra):
+        argv = demo_argv(tmp_path / "data", tmp_path / "run", *extra)
+        return run_identity(load_recipe(argv)[-1])
+
+    dual = identity()
+    assert not any("triple" in key or "logmel" in key for key in dual)
+    assert identity("--egemaps_filters=7") == dual
+    assert identity("--streams=logmel") != dual
