@@ -107,7 +107,7 @@ def _check_model(model, onnx_ok=True):
     _existing_file(
         model, "ONNX model", "give a file written by sercaf export-onnx"
     )
-    from sercaf_toolkit.onnx_export import require
+    from sercaf_toolkit.onnx_runtime import require
 
     require("onnxruntime")
 
@@ -477,7 +477,7 @@ def _export_onnx(args):
     if not args.out.lower().endswith(".onnx"):
         raise UserError(f"{args.out}: give an output file name ending in .onnx")
     _writable_target(args.out, "output")
-    from sercaf_toolkit.onnx_export import require
+    from sercaf_toolkit.onnx_runtime import require
 
     require("onnx")
     require("onnxruntime")

@@ -326,7 +326,7 @@ class EmotionPredictor:
         offline with SpeechBrain's ``EncoderClassifier.from_hparams``. Load
         only folders you trust: a ``hyperparams.yaml`` can run code. Or an
         ``.onnx`` file written by ``sercaf export-onnx``, run with
-        onnxruntime (see :class:`~sercaf_toolkit.onnx_export.OnnxModel`);
+        onnxruntime (see :class:`~sercaf_toolkit.onnx_runtime.OnnxModel`);
         it gives the same records, and has no :meth:`attention`.
     device : str
         ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
@@ -351,7 +351,7 @@ class EmotionPredictor:
         long_threshold=30.0,
         savedir=None,
     ):
-        from sercaf_toolkit.onnx_export import OnnxModel, is_onnx_path
+        from sercaf_toolkit.onnx_runtime import OnnxModel, is_onnx_path
 
         if hop <= 0 or window <= 0 or hop > window:
             raise ValueError("need 0 < hop <= window")

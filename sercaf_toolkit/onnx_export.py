@@ -23,9 +23,9 @@ transformer, projections and heads. The log-mel front end keeps float32:
 its mel projection sees powers spanning many decades, which an 8-bit
 activation scale would flatten.
 
-:class:`OnnxModel` runs such a file with onnxruntime;
-:class:`~sercaf_toolkit.inference.EmotionPredictor` and ``sercaf
-predict`` use it for a model path ending in ``.onnx``. onnx and
+:class:`~sercaf_toolkit.onnx_runtime.OnnxModel` runs such a file with
+onnxruntime; :class:`~sercaf_toolkit.inference.EmotionPredictor` and
+``sercaf predict`` use it for a model path ending in ``.onnx``. onnx and
 onnxruntime are an optional extra: ``pip install -e ".[onnx]"``.
 
 Authors
@@ -41,50 +41,16 @@ import numpy
 import torch
 
 from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.onnx_runtime import (
+    INPUTS,
+    OUTPUT,
+    SAMPLE_RATE,
+    OnnxModel,
+    require,
+)
 
-SAMPLE_RATE = 16000
-INPUTS = ("wavs", "lens")
-OUTPUT = "log_probs"
 # Opset 17: LayerNormalization is a single node (smaller, faster graphs).
 OPSET = 17
-INSTALL_HINT = 'pip install -e ".[onnx]"'
-
-
-def require(module):
-    """Imports ``onnx`` or ``onnxruntime``, or fails in one line.
-
-    Raises
-    ------
-    UserError
-        When the package is not installed; the message says how to get it.
-
-    Example
-    -------
-    >>> require("no_such_runtime")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    sercaf_toolkit.errors.UserError: no_such_runtime is not installed; ...
-    """
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(
-            f"{module} is not installed; ONNX export and ONNX models need "
-            f"onnx and onnxruntime: {INSTALL_HINT}"
-        ) from None
-
-
-def is_onnx_path(path):
-    """Whether a model path names an ONNX file (by its extension).
-
-    Example
-    -------
-    >>> is_onnx_path("model.onnx"), is_onnx_path("results/inference")
-    (True, False)
-    """
-    return str(path).lower().endswith(".onnx")
 
 
 class _LogProbabilities(torch.nn.Module):
@@ -322,94 +288,3 @@ def _write_with_metadata(source, target, metadata):
     proto.producer_name = "sercaf-toolkit"
     proto.producer_version = metadata["sercaf_version"]
     onnx.save(proto, target)
-
-
-class OnnxModel:
-    """An exported ONNX emotion model, run with onnxruntime.
-
-    Arguments
-    ---------
-    path : str
-        A file written by :func:`export_onnx`.
-    device : str
-        ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` with onnxruntime-gpu.
-    threads : int, optional
-        Threads per operator (default: PyTorch's thread count, so that
-        both runtimes use the same cores).
-
-    Raises
-    ------
-    UserError
-        If onnxruntime is missing, the file is missing or not a model
-        this toolkit wrote, or the device is unavailable.
-    """
-
-    def __init__(self, path, device="cpu", threads=None):
-        ort = require("onnxruntime")
-        if not os.path.isfile(path):
-            state = "is a folder" if os.path.isdir(path) else "does not exist"
-            raise UserError(
-                f"ONNX model {path} {state}; give a file written by "
-                "sercaf export-onnx"
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if device != "cpu":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise UserError(
-                    f"--device {device}: this onnxruntime has no CUDA "
-                    "provider; use --device cpu or install onnxruntime-gpu"
-                )
-            index = device.split(":")[1] if ":" in device else "0"
-            providers = [("CUDAExecutionProvider", {"device_id": index})]
-        try:
-            self.session = ort.InferenceSession(
-                path, options, providers=providers
-            )
-        except Exception as error:  # onnxruntime has no common base class
-            reason = " ".join(str(error).split())[:200]
-            raise UserError(
-                f"ONNX model {path} cannot be loaded ({reason}); export it "
-                "again with sercaf export-onnx"
-            ) from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        names = [i.name for i in self.session.get_inputs()]
-        if "labels" not in metadata or names != list(INPUTS):
-            raise UserError(
-                f"ONNX model {path} was not written by sercaf export-onnx "
-                "(no labels in its metadata, or other inputs); export the "
-                "model folder with sercaf export-onnx"
-            )
-        self.labels = json.loads(metadata["labels"])
-        self.metadata = dict(metadata)
-        self.path = path
-
-    def log_probabilities(self, wavs, lens):
-        """``[B, classes]`` log-probabilities of a padded waveform batch.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor or numpy.ndarray
-            ``[batch, samples]`` 16 kHz waveforms, padded at the end.
-        lens : torch.Tensor or numpy.ndarray
-            ``[batch]`` relative lengths.
-
-        Returns
-        -------
-        torch.Tensor
-            float32 log-probabilities.
-        """
-        feeds = {
-            "wavs": numpy.ascontiguousarray(_numpy(wavs), dtype=numpy.float32),
-            "lens": numpy.ascontiguousarray(_numpy(lens), dtype=numpy.float32),
-        }
-        (log_probs,) = self.session.run([OUTPUT], feeds)
-        return torch.from_numpy(log_probs)
-
-
-def _numpy(values):
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return numpy.asarray(values)

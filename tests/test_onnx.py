@@ -19,7 +19,8 @@ from sercaf_toolkit.corpora.demo import synthesize_utterance  # noqa: E402
 from sercaf_toolkit.errors import UserError  # noqa: E402
 from sercaf_toolkit.inference import EmotionPredictor  # noqa: E402
 from sercaf_toolkit.lobes.spectrogram import LogMel  # noqa: E402
-from sercaf_toolkit.onnx_export import OnnxModel, export_onnx  # noqa: E402
+from sercaf_toolkit.onnx_export import export_onnx  # noqa: E402
+from sercaf_toolkit.onnx_runtime import OnnxModel  # noqa: E402
 from tests.helpers import pad_with_noise  # noqa: E402
 
 LABELS = ["neutral", "happy", "angry", "sad"]
