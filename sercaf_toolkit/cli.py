@@ -81,7 +81,30 @@ def _writable_target(path, option):
         )
 
 
+def _creatable_folder(path, option):
+    """An output folder that exists or can be made (nothing is made)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(
+            f"{option} {path}: {existing} is a file, not a folder; choose "
+            "another path"
+        )
+    if not os.access(existing, os.W_OK):
+        raise UserError(
+            f"{option} {path}: folder {existing} is not writable; choose "
+            "another path"
+        )
+
+
 def _check_model_dir(model_dir):
+    if os.path.isfile(model_dir):
+        raise UserError(
+            f"{model_dir} is a file, not a model folder; give a model "
+            "folder such as a recipe's .../inference/ (or an .onnx file "
+            "written by sercaf export-onnx)"
+        )
     if not os.path.isdir(model_dir):
         raise UserError(
             f"model folder {model_dir} does not exist; give a model folder "
@@ -512,7 +535,8 @@ def _evaluate_parser(subparsers):
         ),
     )
     parser.add_argument(
-        "model_dir", help="model folder (e.g. a recipe's inference/)"
+        "model_dir",
+        help="model folder (e.g. a recipe's inference/) or .onnx file",
     )
     parser.add_argument(
         "--corpus",
@@ -560,8 +584,9 @@ def _evaluate_parser(subparsers):
 
 
 def _evaluate(args):
-    if os.path.isdir(args.model_dir) or not os.path.exists(args.model_dir):
-        _check_model_dir(args.model_dir)
+    _check_model(args.model_dir)
+    if args.out is not None:
+        _creatable_folder(args.out, "--out")
     if args.batch_size < 1:
         raise UserError(
             f"--batch-size {args.batch_size}: give a positive number"

@@ -25,6 +25,7 @@ from sercaf_toolkit.corpora import (
     model_classes,
     prepare_function,
 )
+from sercaf_toolkit.corpora.common import CorpusError
 from sercaf_toolkit.errors import UserError
 
 
@@ -144,6 +145,13 @@ def evaluate_corpus(
             f"--data_folder is needed: the folder of the {module.NAME} corpus"
         )
     check_corpus_folder(module, data_folder)
+    if not os.path.exists(str(data_folder)):
+        # Demo and Expressive would generate themselves there: evaluation
+        # reads a corpus that exists, so a mistyped folder is an error.
+        raise UserError(
+            f"{module.NAME} folder not found: {data_folder}; set "
+            "--data_folder to where the corpus is"
+        )
     if not os.path.exists(str(model_path)):
         raise UserError(
             f"model {model_path} does not exist; give an exported model "
@@ -155,9 +163,14 @@ def evaluate_corpus(
     classes = None if labels is None else model_classes(labels)
     if classes is not None:
         _check_shared(classes, set(module.VOCABULARY.values()), module.NAME)
-    rows = corpus_rows(
-        module, data_folder, fold, os.path.join(out, "manifests")
-    )
+    try:
+        rows = corpus_rows(
+            module, data_folder, fold, os.path.join(out, "manifests")
+        )
+    except CorpusError as error:  # a folder without the corpus in it
+        raise UserError(
+            f"{error}; check --data_folder {data_folder}"
+        ) from error
     if classes is not None:
         kept, left_out = _select(rows, module, classes)
 

@@ -1,4 +1,4 @@
-"""ONNX export of a model folder, and an onnxruntime runner for it.
+"""ONNX export of a model folder (the runner is in onnx_runtime).
 
 ``sercaf export-onnx MODEL_DIR OUT.onnx [--int8]`` writes one ONNX file
 that maps a batch of 16 kHz waveforms ``wavs`` (``[batch, samples]``
@@ -166,7 +166,13 @@ def export_module(model, labels, out_path, int8=False, check=True):
             reference = model(wavs, lens)
         ours = OnnxModel(out_path).log_probabilities(wavs, lens)
         difference = float((ours - reference).abs().max())
-        same_labels = bool((ours.argmax(-1) == reference.argmax(-1)).all())
+        # Labels are compared where PyTorch's choice is clear: on the
+        # noise of the check batch two classes can be nearly tied, and
+        # int8 may then pick the other one without being wrong.
+        top = reference.topk(2, dim=-1).values
+        clear = (top[:, 0] - top[:, 1]) > 0.1
+        agree = ours.argmax(-1) == reference.argmax(-1)
+        same_labels = bool(agree[clear].all())
         if (not int8 and difference > 1e-4) or not same_labels:
             raise RuntimeError(
                 f"{out_path} differs from the PyTorch model by {difference}"

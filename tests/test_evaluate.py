@@ -209,3 +209,31 @@ def test_a_csv_corpus_keeps_its_shared_labels(
         "Custom: used 3 files, left out 3 (unmapped label: tense 3)"
     )
     assert result["metrics"]["support"]["angry"] == 3
+
+
+def test_bad_model_output_or_corpus_folder_is_one_line(
+    corpora, demo_model_dir, tmp_path, capsys
+):
+    """A file that is no model, an --out that cannot be a folder, and a
+    corpus folder without the corpus: one line each, nothing written."""
+    not_a_model = tmp_path / "model.bin"
+    not_a_model.write_text("weights?")
+    empty = tmp_path / "empty_emodb"
+    (empty / "wav").mkdir(parents=True)
+    emodb = ["--corpus", "EmoDB", "--data_folder", str(corpora["EmoDB"])]
+    out = ["--out", str(tmp_path / "out")]
+    cases = [
+        ([str(not_a_model), *emodb, *out], "a file, not a model folder"),
+        ([str(demo_model_dir), *emodb, "--out", f"{not_a_model}/x"], "file"),
+        (
+            [str(demo_model_dir), "--corpus", "EmoDB", "--data_folder",
+             str(empty), *out],
+            "no usable utterance",
+        ),
+    ]  # fmt: skip
+    for arguments, name in cases:
+        status = cli.main(["evaluate", *arguments])
+        error = capsys.readouterr().err
+        assert status == 2 and len(error.splitlines()) == 1, error
+        assert name in error, error
+    assert not (tmp_path / "out" / "test_metrics.json").exists()

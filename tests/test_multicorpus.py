@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from sercaf_toolkit import cli
-from sercaf_toolkit.corpora import recipe_fold_count
+from sercaf_toolkit.corpora import check_recipe_corpus, recipe_fold_count
 from sercaf_toolkit.corpora.multi import prepare_multi
 from sercaf_toolkit.data import read_manifest
 from sercaf_toolkit.errors import UserError
@@ -72,6 +72,10 @@ def test_fold_counts_and_mistakes(data):
         prepare_multi({"EmoDBB": "x"}, str(data / "out"))
     with pytest.raises(UserError, match="not one of the corpora"):
         prepare_multi(CORPORA, str(data / "o"), test_corpus="CASIA")
+    # A class must be a shared name: EmoDB's own "sadness" is not.
+    with pytest.raises(UserError, match="sadness not in the shared vocab"):
+        check_recipe_corpus(tree(labels=["neutral", "sadness"]))
+    check_recipe_corpus(tree(labels=["neutral", "sad"]))
 
 
 def run(data, output, *extra, epochs=1):

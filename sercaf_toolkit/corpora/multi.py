@@ -134,9 +134,21 @@ def fold_count(
 
 
 def check_arguments(
-    corpora, data_folder=None, corpus_folders=None, test_corpus=None, **_
+    corpora,
+    data_folder=None,
+    corpus_folders=None,
+    test_corpus=None,
+    labels=None,
+    **_,
 ):
-    """Fails in one line on an unknown corpus, a missing folder or test."""
+    """Fails in one line on an unknown corpus, a missing folder or test,
+    or a class that is not a shared name."""
+    unknown = [str(x) for x in labels or () if x not in SHARED_EMOTIONS]
+    if unknown:
+        raise UserError(
+            f"labels: {', '.join(unknown)} not in the shared vocabulary; "
+            f"use shared names ({', '.join(SHARED_EMOTIONS)})"
+        )
     entries = corpus_entries(corpora, data_folder, corpus_folders)
     for module, folder, _ in entries.values():
         check_corpus_folder(module, folder)
