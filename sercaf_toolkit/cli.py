@@ -135,6 +135,30 @@ def _check_model(model, onnx_ok=True):
     require("onnxruntime")
 
 
+def _batch_and_device_options(parser, unit):
+    """--batch-size and --device, as predict and evaluate take them."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=8,
+        help=f"{unit} per forward pass (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
+    )
+
+
+def _check_batch_and_device(args):
+    if args.batch_size < 1:
+        raise UserError(
+            f"--batch-size {args.batch_size}: give a positive number"
+        )
+    _check_device(args.device)
+
+
 def _check_device(device):
     if device == "cpu":
         return
@@ -262,18 +286,7 @@ def _predict_parser(subparsers):
         metavar="FILE",
         help="results .csv or .json (default: CSV on stdout)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        metavar="N",
-        default=8,
-        help="files (or windows) per forward pass (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
-    )
+    _batch_and_device_options(parser, "files (or windows)")
     parser.add_argument(
         "--window",
         type=float,
@@ -312,10 +325,7 @@ def _predict_parser(subparsers):
 
 def _check_predict_args(args):
     _check_model(args.model_dir)
-    if args.batch_size < 1:
-        raise UserError(
-            f"--batch-size {args.batch_size}: give a positive number"
-        )
+    _check_batch_and_device(args)
     if not 0 < args.hop <= args.window:
         raise UserError(
             f"--window {args.window} --hop {args.hop}: need "
@@ -328,7 +338,6 @@ def _check_predict_args(args):
     for option, target in (("--out", args.out), ("--plot", args.plot)):
         if target is not None:
             _writable_target(target, option)
-    _check_device(args.device)
 
 
 def _predict(args):
@@ -500,10 +509,7 @@ def _export_onnx(args):
     if not args.out.lower().endswith(".onnx"):
         raise UserError(f"{args.out}: give an output file name ending in .onnx")
     _writable_target(args.out, "output")
-    from sercaf_toolkit.onnx_runtime import require
-
-    require("onnx")
-    require("onnxruntime")
+    # export_onnx checks onnx and onnxruntime before it loads the model.
     from sercaf_toolkit.onnx_export import export_onnx
 
     result = export_onnx(args.model_dir, args.out, int8=args.int8)
@@ -563,18 +569,7 @@ def _evaluate_parser(subparsers):
         metavar="DIR",
         help="output folder (default: results/evaluate/<corpus>)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        metavar="N",
-        default=8,
-        help="files per forward pass (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
-    )
+    _batch_and_device_options(parser, "files")
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"
     )
@@ -587,11 +582,7 @@ def _evaluate(args):
     _check_model(args.model_dir)
     if args.out is not None:
         _creatable_folder(args.out, "--out")
-    if args.batch_size < 1:
-        raise UserError(
-            f"--batch-size {args.batch_size}: give a positive number"
-        )
-    _check_device(args.device)
+    _check_batch_and_device(args)
     from sercaf_toolkit.evaluate import evaluate_corpus
 
     result = evaluate_corpus(
