@@ -244,16 +244,22 @@ def results_table(summary):
     return "\n".join(lines) + "\n"
 
 
+SCRATCH_ENCODERS = ("DPCNN", "TextRCNN")
+
+
 def _table_row(name, result, part):
     """One row of :func:`results_table`: ``part``'s figures (the whole
     experiment's, or one test corpus's), ``result``'s system."""
     system = result.get("system") or {}
     streams = system.get("streams") or []
-    ssl = ", ".join(s for s in streams if s not in ("DPCNN", "TextRCNN"))
+    # describe_model names a scratch stream by its encoder, prefixed by
+    # its front end when that is not the log-mel (EGeMAPSDescriptors/DPCNN).
+    scratch = [s for s in streams if s.split("/")[-1] in SCRATCH_ENCODERS]
+    ssl = ", ".join(s for s in streams if s not in scratch)
     source = system.get("ssl_source")
     if source:
         ssl = f"{ssl} ({source})"
-    scratch = ", ".join(s for s in streams if s in ("DPCNN", "TextRCNN"))
+    scratch = ", ".join(scratch)
     if "mean" not in part:
         cells = ["-"] * 6
     else:

@@ -126,3 +126,23 @@ def test_recipe_builds_and_runs_three_streams(tmp_path):
         log_probs = model.log_probabilities(wavs, torch.tensor([1.0, 0.6]))
     assert log_probs.shape == (2, hparams["n_classes"])
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2))
+
+
+def test_results_table_puts_the_egemaps_stream_with_the_scratch_ones():
+    from sercaf_toolkit.results import results_table
+
+    system = {
+        "streams": ["wav2vec2", "DPCNN", "EGeMAPSDescriptors/DPCNN"],
+        "fusion": "CrossAttentionFusion",
+        "ssl_source": "facebook/wav2vec2-base",
+    }
+    table = results_table(
+        {"experiments": {"caf": {"system": system, "folds": {}, "missing": []}}}
+    )
+    row = next(line for line in table.splitlines() if "| caf" in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:4] == [
+        "wav2vec2 (facebook/wav2vec2-base)",
+        "DPCNN, EGeMAPSDescriptors/DPCNN",
+        "CrossAttentionFusion",
+    ]
