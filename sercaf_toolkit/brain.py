@@ -14,7 +14,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from sercaf_toolkit.checkpoints import RandomState
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
-from sercaf_toolkit.lobes.ssl import SSLStream
+from sercaf_toolkit.lobes.stream import pretrained_streams
 from sercaf_toolkit.metrics import EmotionMetrics
 
 
@@ -65,26 +65,18 @@ class SERBrain(sb.Brain):
 
     # Forward and loss -------------------------------------------------------
 
-    def _ssl_streams(self):
-        return [m for m in self.modules.modules() if isinstance(m, SSLStream)]
-
     @contextlib.contextmanager
     def _ssl_warmup(self, stage):
-        """Runs the SSL streams without gradients during warm-up."""
+        """Runs the pre-trained streams without gradients during warm-up."""
         warming_up = (
             stage == sb.Stage.TRAIN
             and self.optimizer_step < self.ssl_warmup_steps
         )
-        streams = [s for s in self._ssl_streams() if not s.freeze]
-        if warming_up:
-            for stream in streams:
-                stream.freeze = True
-        try:
-            yield
-        finally:
+        with contextlib.ExitStack() as held:
             if warming_up:
-                for stream in streams:
-                    stream.freeze = False
+                for stream in pretrained_streams(self.modules):
+                    held.enter_context(stream.pretrained_held())
+            yield
 
     def compute_forward(self, batch, stage):
         """Returns ``[B, classes]`` log-probabilities of the batch."""
@@ -239,12 +231,11 @@ class SERBrain(sb.Brain):
     # Optimizers -----------------------------------------------------------
 
     def init_optimizers(self):
-        """One optimizer for the SSL models' weights, one for the rest."""
+        """One optimizer for the pre-trained weights, one for the rest."""
         ssl_params = {
             id(p)
-            for stream in self._ssl_streams()
-            for p in stream.model.parameters()
-            if p.requires_grad
+            for stream in pretrained_streams(self.modules)
+            for p in stream.pretrained_parameters()
         }
         trainable = [p for p in self.modules.parameters() if p.requires_grad]
         rest = [p for p in trainable if id(p) not in ssl_params]

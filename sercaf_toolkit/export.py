@@ -25,9 +25,8 @@ import ruamel.yaml
 import torch
 from hyperpyyaml import resolve_references
 
-from sercaf_toolkit.hparams import compose_hparams, only_chosen, walk_nodes
+from sercaf_toolkit.hparams import compose_hparams, drop_comments, only_chosen
 from sercaf_toolkit.integrity import write_checksums
-from sercaf_toolkit.lobes.ssl import SSLStream
 
 _INFERENCE_PART = """
 # SpeechBrain's EncoderClassifier calls compute_features(wavs), then
@@ -112,24 +111,22 @@ def export_model(
     if model_key not in tree:
         raise KeyError(f"{hparams_file} has no `{model_key}` entry")
     model_node = only_chosen(tree[model_key])
-    ssl_nodes = [
-        node
-        for node in walk_nodes(model_node)
-        if getattr(node, "tag", None) is not None
-        and str(node.tag.value).endswith("SSLStream")
-    ]
-    ssl_streams = [m for m in model.modules() if isinstance(m, SSLStream)]
-    if len(ssl_nodes) != len(ssl_streams):
+    stream_nodes = model_node.get("streams")
+    if not isinstance(stream_nodes, list) or len(stream_nodes) != len(
+        model.streams
+    ):
         raise ValueError(
-            f"{hparams_file}: found {len(ssl_nodes)} SSLStream entries in "
-            f"`{model_key}` for {len(ssl_streams)} SSL streams in the model"
+            f"{hparams_file}: `{model_key}` does not list the model's "
+            f"{len(model.streams)} streams"
         )
-    # Each SSL stream is rebuilt from its architecture (the HF config); its
+    # A stream says what its exported definition needs (an SSL stream: its
+    # architecture, the HF config, instead of a hub id or local folder);
     # weights come with the rest from embedding_model.ckpt, so loading
     # needs neither the original folder nor the hub.
-    for node, stream in zip(ssl_nodes, ssl_streams):
-        node["source"] = stream.architecture
-    _block_style_without_comments(model_node)
+    for node, stream in zip(stream_nodes, model.streams):
+        if hasattr(stream, "export_arguments"):
+            node.update(stream.export_arguments())
+    drop_comments(model_node, block_style=True)
     model_part = io.StringIO()
     round_trip.dump({"embedding_model": model_node}, model_part)
 
@@ -147,13 +144,3 @@ def export_model(
     label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
     write_checksums(folder, EXPORTED_FILES)
     return folder
-
-
-def _block_style_without_comments(node):
-    """Drops the recipe's comments and flow style from an extracted part."""
-    for part in walk_nodes(node):
-        if hasattr(part, "ca"):
-            part.ca.items.clear()
-            part.ca.comment = None
-        if hasattr(part, "fa"):
-            part.fa.set_block_style()

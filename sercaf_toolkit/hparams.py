@@ -115,7 +115,7 @@ def compose_hparams(path):
     """
     tree = compose_tree(path)
     for value in tree.values():
-        _drop_comments(value)
+        drop_comments(value)
     text = io.StringIO()
     ruamel.yaml.YAML().dump(tree, text)
     return text.getvalue()
@@ -210,18 +210,20 @@ did you mean --number_of_epochs?
         raise UserError(f"unknown key {key} in {hparams_file}; {hint}")
 
 
-def _drop_comments(node):
-    """Comments would land beside the wrong keys once layers are merged."""
-    stack = [node]
-    while stack:
-        part = stack.pop()
+def drop_comments(node, block_style=False):
+    """Drops the comments of a YAML node and of every node below it.
+
+    Comments would land beside the wrong keys once layers are merged, or
+    once a part is written out alone (an exported model's definition).
+    ``block_style``: also turn flow style (``[a, b]``, ``{k: v}``) into
+    block style, for a part written on its own.
+    """
+    for part in walk_nodes(node):
         if hasattr(part, "ca"):
             part.ca.items.clear()
             part.ca.comment = None
-        if isinstance(part, dict):
-            stack.extend(part.values())
-        elif isinstance(part, list):
-            stack.extend(part)
+        if block_style and hasattr(part, "fa"):
+            part.fa.set_block_style()
 
 
 def only_chosen(node):

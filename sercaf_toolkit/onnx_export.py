@@ -41,6 +41,7 @@ import numpy
 import torch
 
 from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.lobes.model import LogProbabilities
 from sercaf_toolkit.onnx_runtime import (
     INPUTS,
     OUTPUT,
@@ -51,17 +52,6 @@ from sercaf_toolkit.onnx_runtime import (
 
 # Opset 17: LayerNormalization is a single node (smaller, faster graphs).
 OPSET = 17
-
-
-class _LogProbabilities(torch.nn.Module):
-    """``(wavs, lens) -> log_probs``: the graph's one entry point."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, wavs, lens):
-        return self.model.log_probabilities(wavs, lens)
 
 
 def _example_batch():
@@ -132,15 +122,17 @@ def export_module(model, labels, out_path, int8=False, check=True):
     require("onnx")
     require("onnxruntime")
     for module in model.modules():
-        # openSMILE computes these descriptors in C++, outside the graph.
-        if type(module).__name__ == "EGeMAPSDescriptors":
+        # A block computed outside torch (openSMILE's eGeMAPS, in C++) says
+        # so; the graph cannot hold it.
+        if not getattr(module, "onnx_exportable", True):
             raise UserError(
-                "the model has an eGeMAPS stream, whose openSMILE front end "
-                "runs outside torch and cannot be exported to ONNX; export "
-                "a model without it, or serve this one with sercaf predict "
-                "on its model folder"
+                f"the model has a {type(module).__name__} block, which runs "
+                "outside torch and cannot be exported to ONNX; export a "
+                "model without it, or serve this one with sercaf predict on "
+                "its model folder"
             )
-    model = _LogProbabilities(model)
+    # The graph's one entry point: (wavs, lens) -> log-probabilities.
+    model = LogProbabilities(model)
     model.eval()
     wavs, lens = _example_batch()
     with tempfile.TemporaryDirectory(prefix="sercaf_onnx_") as scratch:

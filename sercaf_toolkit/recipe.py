@@ -40,7 +40,11 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.corpora import check_recipe_corpus
-from sercaf_toolkit.corpora.common import check_validation
+from sercaf_toolkit.corpora.common import (
+    DEFAULT_VALIDATION,
+    check_validation,
+    uses_validation,
+)
 from sercaf_toolkit.data import (
     build_datasets,
     class_counts,
@@ -56,12 +60,10 @@ from sercaf_toolkit.hparams import (
     only_chosen,
     overrides_dict,
     resolve_hparams_path,
-    walk_nodes,
 )
-from sercaf_toolkit.lobes.egemaps import check_opensmile
-from sercaf_toolkit.lobes.ssl import check_ssl_source
 from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
+from sercaf_toolkit.preflight import check_blocks
 
 # The keys that the runner, SERBrain, the data loaders and SpeechBrain's
 # Brain (its run options) read by name; every other key of a recipe exists
@@ -180,7 +182,8 @@ def write_run_info(hparams, identity, hparams_file, overrides, path):
 
     info = describe_model(hparams["model"])
     source = hparams.get("ssl_source")
-    info["ssl_source"] = source if isinstance(source, str) else None
+    has_ssl = "pretrained" in info["stream_kinds"]
+    info["ssl_source"] = source if has_ssl and isinstance(source, str) else None
     info["fold"] = hparams.get("fold")
     info["hparams_file"] = os.path.abspath(hparams_file)
     info["overrides"] = overrides_dict(overrides)
@@ -409,44 +412,16 @@ def load_recipe(argv, script_dir=None):
     hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
     composed, tree = checked_hparams(hparams_file, overrides)
     check_recipe_corpus(tree)
-    if isinstance(tree.get("ssl_source"), str):
-        check_ssl_source(tree["ssl_source"])
-    validation = str(tree.get("validation", "group"))
+    validation = str(tree.get("validation", DEFAULT_VALIDATION))
     check_validation(validation)
-    if tree.get("refit") and validation == "none":
+    if tree.get("refit") and not uses_validation(validation):
         raise UserError(
             "refit: True retrains for the epoch count that validation "
             "chose; use --validation=speaker or group with it"
         )
-    check_optional_dependencies(tree)
+    # Only the picked blocks: a run without an SSL stream checks no SSL model.
+    check_blocks(tree)
     return hparams_file, run_opts, overrides, composed, tree
-
-
-# Blocks that need an optional package, by the end of their YAML tag, and
-# the check that names the extra to install.
-OPTIONAL_BLOCKS = {"EGeMAPSDescriptors": check_opensmile}
-
-
-def check_optional_dependencies(tree, model_key="model"):
-    """Checks the optional packages of the blocks the model really uses.
-
-    Only the chosen entries of ``!apply:operator.getitem`` picks count, so
-    a recipe that defines the eGeMAPS stream but runs ``streams: dual``
-    does not need opensmile.
-
-    Raises
-    ------
-    UserError
-        Naming the extra to install, before anything is built or written.
-    """
-    if model_key not in tree:
-        return
-    model = only_chosen(copy.deepcopy(tree[model_key]))
-    for node in walk_nodes(model):
-        tag = str(getattr(getattr(node, "tag", None), "value", None) or "")
-        for block, check in OPTIONAL_BLOCKS.items():
-            if tag.endswith(block):
-                check()
 
 
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
@@ -494,7 +469,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         write_run_info(hparams, identity, hparams_file, overrides, info_file)
 
     label_encoder = hparams["label_encoder"]
-    validating = hparams.get("validation", "group") != "none"
+    validating = uses_validation(hparams.get("validation", DEFAULT_VALIDATION))
     brain, datasets = train(brain_class, hparams, run_opts, validating)
     if hparams.get("refit"):
         # Model selection chose the epoch count; training again from the

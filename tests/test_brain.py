@@ -46,7 +46,7 @@ def changed(initial, final, prefix):
 def test_ssl_warmup_keeps_ssl_weights_and_trains_the_rest(tmp_path):
     initial, final = one_epoch(tmp_path, "--ssl_warmup_steps=1000")
     assert not any(changed(initial, final, "streams.0.model."))
-    assert all(changed(initial, final, "streams.0.layer_weights"))
+    assert all(changed(initial, final, "streams.0.output.weights"))
     assert any(changed(initial, final, "streams.1.encoder."))
     assert any(changed(initial, final, "fusion."))
 

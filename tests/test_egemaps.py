@@ -98,7 +98,7 @@ def test_missing_opensmile_is_one_line(monkeypatch, tmp_path):
         f"--data_folder={tmp_path / 'data'}",
     ]
     load_recipe(argv + ["--streams=dual"])
-    with pytest.raises(UserError, match="eGeMAPS stream needs opensmile"):
+    with pytest.raises(UserError, match="EGeMAPSDescriptors needs opensmile"):
         load_recipe(argv + ["--streams=triple"])
     assert not (tmp_path / "run").exists()
     assert egemaps.check_opensmile is not None

@@ -85,8 +85,8 @@ def test_every_stream_gets_gradient(name):
 
 @pytest.mark.parametrize("name", BLOCKS)
 def test_wrong_inputs_are_clear_errors(name):
-    with pytest.raises(ValueError, match="at least two streams"):
-        BLOCKS[name]([12])
+    with pytest.raises(ValueError, match="at least one stream"):
+        BLOCKS[name]([])
     fusion = BLOCKS[name]([12, 5])
     features, masks = streams([12, 5], [3, 3], [[3], [3]])
     with pytest.raises(ValueError, match="built for 2 streams"):
@@ -94,6 +94,18 @@ def test_wrong_inputs_are_clear_errors(name):
     features, masks = streams([12, 6], [3, 3], [[3], [3]])
     with pytest.raises(ValueError, match="stream 1 has width 6"):
         fusion(features, masks)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_one_stream_is_pooled_and_projected(name):
+    # Nothing to fuse: the block still gives an embedding that padding does
+    # not change, so any experiment runs as a single-stream baseline.
+    fusion = BLOCKS[name]([12]).eval()
+    features, masks = streams([12], [7], [[7, 4]])
+    fused = fusion(features, masks)
+    assert fused.shape == (2, fusion.output_size)
+    alone = fusion([features[0][1:, :4]], [masks[0][1:, :4]])
+    torch.testing.assert_close(fused[1:], alone)
 
 
 def test_caf_attends_only_to_valid_frames_of_other_streams():

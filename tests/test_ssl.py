@@ -93,8 +93,8 @@ def test_frozen_model_gets_no_gradient_but_layer_weights_do(tiny_ssl_source):
     feats, _ = stream(torch.randn(2, 8000))
     feats.pow(2).sum().backward()
     assert all(p.grad is None for p in stream.model.parameters())
-    assert stream.layer_weights.grad is not None
-    assert stream.layer_weights.grad.abs().sum() > 0
+    assert stream.output.weights.grad is not None
+    assert stream.output.weights.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -118,9 +118,9 @@ def test_weighted_sum_follows_layer_weights(tiny_ssl_source):
     stream = SSLStream(tiny_ssl_source(), output="weighted_sum").eval()
     wavs = torch.randn(1, 8000)
     with torch.no_grad():
-        stream.layer_weights.copy_(torch.tensor([-1e4, 1e4, -1e4]))
+        stream.output.weights.copy_(torch.tensor([-1e4, 1e4, -1e4]))
         middle_only, _ = stream(wavs)
-        stream.layer_weights.zero_()
+        stream.output.weights.zero_()
         average, _ = stream(wavs)
         standardised = stream._standardise(
             wavs, torch.ones_like(wavs, dtype=torch.bool)

@@ -34,6 +34,21 @@ RANDOM_PROTOCOL = "random_speaker_dependent"
 # the group trains); "group": the whole group; "none": no validation (train
 # on every non-test speaker, test the last epoch).
 VALIDATION_POLICIES = ("speaker", "group", "none")
+# The one default, wherever a caller gives no policy (the recipes' shared
+# wiring states the same value).
+DEFAULT_VALIDATION = "speaker"
+
+
+def uses_validation(validation=DEFAULT_VALIDATION):
+    """Whether a policy keeps validation speakers (all but ``"none"``).
+
+    Example
+    -------
+    >>> uses_validation("group"), uses_validation("none"), uses_validation()
+    (True, False, True)
+    """
+    return str(validation) != "none"
+
 
 # The shared emotion vocabulary: every corpus module maps its own labels
 # onto these names in its ``VOCABULARY`` (own label -> shared label), so
@@ -176,7 +191,7 @@ def check_validation(validation):
         )
 
 
-def speaker_folds(groups, fold, valid="next", validation="group"):
+def speaker_folds(groups, fold, valid="next", validation=DEFAULT_VALIDATION):
     """Test and validation speakers of one fold of a speaker-group protocol.
 
     Arguments
@@ -220,7 +235,7 @@ def speaker_folds(groups, fold, valid="next", validation="group"):
         group = list(groups[fold % len(groups)])
     else:
         group = list(valid[fold - 1])
-    if validation == "none":
+    if not uses_validation(validation):
         return test, []
     if validation == "speaker":
         return test, [group[(fold - 1) % len(group)]]
@@ -311,7 +326,7 @@ def prepare_fold(
     groups,
     valid="next",
     seed=1,
-    validation="speaker",
+    validation=DEFAULT_VALIDATION,
     speaker_normalization=False,
     normalized_folder=None,
 ):
@@ -414,11 +429,11 @@ def prepare_fold(
     return splits
 
 
-def _random_splits(rows, seed, validation="group"):
+def _random_splits(rows, seed, validation=DEFAULT_VALIDATION):
     order = sorted(rows, key=lambda row: row["ID"])
     random.Random(seed).shuffle(order)
     n_test = n_valid = max(1, len(order) // 10)
-    if validation == "none":
+    if not uses_validation(validation):
         n_valid = 0
     return {
         "train": order[n_test + n_valid :],

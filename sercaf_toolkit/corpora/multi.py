@@ -35,8 +35,10 @@ from sercaf_toolkit.corpora import (
     prepare_function,
 )
 from sercaf_toolkit.corpora.common import (
+    DEFAULT_VALIDATION,
     SHARED_EMOTIONS,
     audit_speaker_splits,
+    uses_validation,
 )
 from sercaf_toolkit.data import manifest_fields, write_manifest
 from sercaf_toolkit.errors import UserError
@@ -251,7 +253,8 @@ def prepare_multi(
             },
             "left_out": dict(sorted(left_out.items())),
         }
-    validating = split_options.get("validation", "speaker") != "none"
+    validation = split_options.get("validation", DEFAULT_VALIDATION)
+    validating = uses_validation(validation)
     audit_speaker_splits(splits, allow_empty=() if validating else ("valid",))
     everything = [row for split in SPLITS for row in splits[split]]
     fields = manifest_fields(everything)
@@ -260,7 +263,7 @@ def prepare_multi(
         write_manifest(
             splits[split], os.path.join(save_folder, f"{split}.csv"), fields
         )
-    info["validation"] = split_options.get("validation", "speaker")
+    info["validation"] = validation
     info["counts"] = {split: len(splits[split]) for split in SPLITS}
     info["training_share"] = round(
         len(splits["train"]) / (len(splits["train"]) + len(splits["valid"])),

@@ -15,9 +15,16 @@ from sercaf_toolkit.lobes.masking import (
     UtteranceNormalization,
 )
 from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead, PassThrough
+from sercaf_toolkit.lobes.pooling import StreamPooling
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
 from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
-from sercaf_toolkit.lobes.ssl import LengthAwareGroupNorm, SSLStream
+from sercaf_toolkit.lobes.ssl import (
+    LastLayer,
+    LengthAwareGroupNorm,
+    SSLStream,
+    WeightedLayerSum,
+)
+from sercaf_toolkit.lobes.stream import Stream
 
 __all__ = [
     "ConcatFusion",
@@ -29,6 +36,7 @@ __all__ = [
     "FiLMFusion",
     "FusionBlock",
     "GlobalNormalization",
+    "LastLayer",
     "LengthAwareGroupNorm",
     "LogMel",
     "MaskedPooling",
@@ -36,7 +44,10 @@ __all__ = [
     "PassThrough",
     "SSLStream",
     "SpectrogramStream",
+    "Stream",
+    "StreamPooling",
     "SumFusion",
     "TextRCNN",
     "UtteranceNormalization",
+    "WeightedLayerSum",
 ]

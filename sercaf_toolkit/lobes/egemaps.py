@@ -75,6 +75,10 @@ class EGeMAPSDescriptors(torch.nn.Module):
     """
 
     output_size = N_DESCRIPTORS
+    # What the recipe runner checks before anything is built.
+    required_packages = {"opensmile": "egemaps"}
+    # openSMILE runs in C++, outside torch: no ONNX graph can hold it.
+    onnx_exportable = False
     frames_per_second = 100
 
     def __init__(self, sample_rate=16000, cache_frames=4_000_000):

@@ -1,4 +1,4 @@
-"""Fusion blocks: N >= 2 streams of frame features in, one embedding out.
+"""Fusion blocks: N streams of frame features in, one embedding out.
 
 Every block has the same interface, so a recipe swaps them with one YAML
 key::
@@ -8,6 +8,11 @@ key::
 
 ``embedding`` is ``[B, output_size]``. Streams may have any widths and frame
 rates; masks mark valid frames, and padding never changes a result.
+
+A block given one stream has nothing to fuse it with: it pools that stream
+and projects it (CAF attends to no other stream, FiLM modulates nothing),
+so that any experiment also runs as a single-stream baseline
+(``--streams=logmel``) without another file.
 
 Authors
  * sercaf-toolkit developers 2026
@@ -24,7 +29,7 @@ class FusionBlock(torch.nn.Module):
     Arguments
     ---------
     input_sizes : list of int
-        Width of each stream's frames (at least two streams).
+        Width of each stream's frames (one stream or more).
     output_size : int
         Width of the fused embedding.
     pooling : str
@@ -35,11 +40,8 @@ class FusionBlock(torch.nn.Module):
     def __init__(self, input_sizes, output_size, pooling="stats"):
         super().__init__()
         input_sizes = [int(size) for size in input_sizes]
-        if len(input_sizes) < 2:
-            raise ValueError(
-                f"{type(self).__name__} fuses at least two streams, "
-                f"got input_sizes={input_sizes}"
-            )
+        if not input_sizes:
+            raise ValueError(f"{type(self).__name__} needs at least one stream")
         self.input_sizes = input_sizes
         self.output_size = output_size
         self.pooling = MaskedPooling(pooling)
@@ -167,8 +169,10 @@ class FiLMFusion(FusionBlock):
         super().__init__(input_sizes, output_size, pooling)
         sizes = self.pooled_sizes
         total = sum(sizes)
+        # One stream: no other stream to predict its scale and shift.
         self.modulators = torch.nn.ModuleList(
-            torch.nn.Linear(total - size, 2 * size) for size in sizes
+            torch.nn.Linear(total - size, 2 * size)
+            for size in (sizes if len(sizes) > 1 else [])
         )
         for modulator in self.modulators:
             torch.nn.init.zeros_(modulator.weight)
@@ -178,6 +182,8 @@ class FiLMFusion(FusionBlock):
     def forward(self, features, masks):
         """Fuses lists of ``[B, T_i, D_i]`` frames into ``[B, output_size]``."""
         vectors = self.pooled(features, masks)
+        if not self.modulators:
+            return torch.relu(self.linear(vectors[0]))
         modulated = []
         for index, (vector, modulator) in enumerate(
             zip(vectors, self.modulators)
@@ -242,11 +248,12 @@ class CrossAttentionFusion(FusionBlock):
         self.projections = torch.nn.ModuleList(
             torch.nn.Linear(size, attention_size) for size in self.input_sizes
         )
+        # One stream: no other stream to attend to.
         self.attentions = torch.nn.ModuleList(
             torch.nn.MultiheadAttention(
                 attention_size, num_heads, dropout=dropout, batch_first=True
             )
-            for _ in self.input_sizes
+            for _ in (self.input_sizes if len(self.input_sizes) > 1 else [])
         )
         self.norms = torch.nn.ModuleList(
             torch.nn.LayerNorm(attention_size) for _ in self.input_sizes
@@ -268,6 +275,10 @@ class CrossAttentionFusion(FusionBlock):
         """
         self._check(features, masks)
         projected = [proj(f) for proj, f in zip(self.projections, features)]
+        if not self.attentions:
+            frames = self.norms[0](projected[0])
+            self.attention_maps = None
+            return torch.relu(self.linear(self.pooling(frames, masks[0])))
         maps, pooled = [], []
         for index, (query, attention, norm) in enumerate(
             zip(projected, self.attentions, self.norms)
@@ -369,13 +380,17 @@ class PaperCAF(FusionBlock):
         self.heads = torch.nn.ModuleList(
             torch.nn.Linear(size, vector_size) for size in self.input_sizes
         )
-        # values[i][j]: the value map of stream j as seen by stream i.
+        # values[i][j]: the value map of stream j as seen by stream i; a
+        # stream does not attend to itself, so values[i][i] is left empty
+        # (an Identity, which holds no weights and is never called).
         self.values = torch.nn.ModuleList(
             torch.nn.ModuleList(
                 torch.nn.Linear(vector_size, vector_size, bias=False)
-                for _ in range(count)
+                if j != i
+                else torch.nn.Identity()
+                for j in range(count)
             )
-            for _ in range(count)
+            for i in range(count)
         )
         self.linear = torch.nn.Linear(count * vector_size, output_size)
 

@@ -6,19 +6,7 @@ Authors
 
 import torch
 
-from sercaf_toolkit.lobes.ssl import SSLStream
-
-
-def _built(part, **sizes):
-    """Returns ``part`` if it is a module, else calls the factory with sizes.
-
-    YAML recipes pass fusion blocks and heads as ``!name:`` factories so that
-    stream widths (read from the SSL model's config) never have to be
-    written twice; tests and Python users may pass ready modules.
-    """
-    if isinstance(part, torch.nn.Module):
-        return part
-    return part(**sizes)
+from sercaf_toolkit.lobes.stream import Stream, built
 
 
 class PassThrough(torch.nn.Module):
@@ -84,9 +72,13 @@ class DualStreamModel(torch.nn.Module):
 
     Arguments
     ---------
-    streams : list of torch.nn.Module
+    streams : list of torch.nn.Module or callable
         Each ``(wavs, wav_lens) -> (frames [B, T_i, D_i], mask [B, T_i])``
-        with an ``output_size`` attribute.
+        with an ``output_size`` attribute (best a
+        :class:`~sercaf_toolkit.lobes.stream.Stream`), or a factory of one
+        called without arguments (``!name:`` in YAML). Streams are built in
+        order, then the fusion block, then the head, so that the random
+        draws of these blocks depend only on the blocks the model has.
     fusion : torch.nn.Module or callable
         A fusion block, or a factory called as ``fusion(input_sizes=[...])``
         with the streams' widths (``!name:`` in YAML).
@@ -119,10 +111,10 @@ class DualStreamModel(torch.nn.Module):
 
     def __init__(self, streams, fusion, classifier):
         super().__init__()
-        self.streams = torch.nn.ModuleList(streams)
+        self.streams = torch.nn.ModuleList(built(s) for s in streams)
         input_sizes = [stream.output_size for stream in self.streams]
-        self.fusion = _built(fusion, input_sizes=input_sizes)
-        self.classifier = _built(classifier, input_size=self.fusion.output_size)
+        self.fusion = built(fusion, input_sizes=input_sizes)
+        self.classifier = built(classifier, input_size=self.fusion.output_size)
         self.output_size = self.fusion.output_size
 
     def forward(self, wavs, wav_lens=None):
@@ -186,18 +178,15 @@ def describe_model(model):
     >>> model = DualStreamModel([stream, stream], partial(SumFusion,
     ...     output_size=4), partial(EmotionHead, n_classes=2))
     >>> describe_model(model)
-    {'streams': ['DPCNN', 'DPCNN'], 'fusion': 'SumFusion'}
+    {'streams': ['DPCNN', 'DPCNN'], 'stream_kinds': ['scratch', 'scratch'], \
+'fusion': 'SumFusion'}
     """
-    names = []
-    for stream in model.streams:
-        if isinstance(stream, SSLStream):
-            names.append(stream.model.config.model_type)
-        elif hasattr(stream, "encoder"):
-            name = type(stream.encoder).__name__
-            frontend = type(getattr(stream, "frontend", None)).__name__
-            if frontend not in ("LogMel", "NoneType"):  # e.g. eGeMAPS
-                name = f"{frontend}/{name}"
-            names.append(name)
-        else:
-            names.append(type(stream).__name__)
-    return {"streams": names, "fusion": type(model.fusion).__name__}
+    streams = list(model.streams)
+    return {
+        "streams": [
+            s.describe() if isinstance(s, Stream) else type(s).__name__
+            for s in streams
+        ],
+        "stream_kinds": [getattr(s, "kind", "scratch") for s in streams],
+        "fusion": type(model.fusion).__name__,
+    }

@@ -1,9 +1,10 @@
 """Pooling "fusion" for one stream (or several): pool, concatenate, project.
 
-The fusion blocks of :mod:`sercaf_toolkit.lobes.fusion` join at least two
+The fusion blocks of :mod:`sercaf_toolkit.lobes.fusion` are built to join
 streams. A model with the log-mel stream alone (the deep counterpart of a
-linear model on log-mel statistics) needs the same interface for one
-stream: :class:`StreamPooling` takes any number of streams.
+linear model on log-mel statistics) is plainest with no fusion at all:
+:class:`StreamPooling` (``fusion: pool``) pools each stream with statistics
+pooling and projects, for any number of streams.
 
 Authors
  * sercaf-toolkit developers 2026

@@ -8,6 +8,7 @@ import torch
 import torchaudio
 
 from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
+from sercaf_toolkit.lobes.stream import Stream, built
 
 
 class LogMel(torch.nn.Module):
@@ -155,26 +156,32 @@ class LogMel(torch.nn.Module):
         return torch.matmul(power.transpose(1, 2), self.mel.mel_scale.fb)
 
 
-class SpectrogramStream(torch.nn.Module):
+class SpectrogramStream(Stream):
     """The stream trained from scratch: front end, normalisation, encoder.
+
+    Each part may be a module or a factory of one (a YAML ``!name:``): the
+    stream calls a factory with the width of the features it will get
+    (``input_size``), so that a recipe states the feature width once and
+    builds only the blocks it picked.
 
     Arguments
     ---------
-    frontend : torch.nn.Module
-        ``(wavs, wav_lens) -> (features, mask)``, e.g. :class:`LogMel`.
+    frontend : torch.nn.Module or callable
+        ``(wavs, wav_lens) -> (features, mask)`` with an ``output_size``
+        attribute, e.g. :class:`LogMel`; a factory is called without
+        arguments.
     encoder : torch.nn.Module or callable
         ``(features, mask) -> (frames, mask)`` with an ``output_size``
-        attribute, e.g. :class:`~sercaf_toolkit.lobes.scratch.DPCNN`; or a
-        factory of one (a YAML ``!name:``), called with
-        ``input_size=frontend.output_size``, so that a recipe states the
-        feature width once and builds only the encoder it chose.
-    normalization : torch.nn.Module, optional
+        attribute, e.g. :class:`~sercaf_toolkit.lobes.scratch.DPCNN`.
+    normalization : torch.nn.Module or callable, optional
         ``(features, mask) -> features``, e.g.
-        :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`.
-    augment : torch.nn.Module, optional
+        :class:`~sercaf_toolkit.lobes.masking.GlobalNormalization`; it may
+        add channels (an ``output_size`` attribute says how many).
+    augment : torch.nn.Module or callable, optional
         ``(features, mask) -> features`` applied after the normalisation
         (which so sees clean features), active in training only, e.g.
-        :class:`~sercaf_toolkit.lobes.augment.LogMelAugment`.
+        :class:`~sercaf_toolkit.lobes.augment.LogMelAugment`; a factory is
+        called without arguments.
 
     Example
     -------
@@ -190,22 +197,23 @@ class SpectrogramStream(torch.nn.Module):
     (torch.Size([2, 8, 16]), [8, 4], 16)
     >>> from functools import partial
     >>> stream = SpectrogramStream(
-    ...     LogMel(n_mels=40), partial(DPCNN, num_filters=16, num_blocks=2))
-    >>> stream.encoder.region.in_channels
-    40
+    ...     partial(LogMel, n_mels=40),
+    ...     partial(DPCNN, num_filters=16, num_blocks=2),
+    ...     partial(GlobalNormalization))
+    >>> stream.encoder.region.in_channels, stream.describe()
+    (40, 'DPCNN')
     """
 
     def __init__(self, frontend, encoder, normalization=None, augment=None):
         super().__init__()
-        self.frontend = frontend
-        self.normalization = normalization
-        self.augment = augment
-        if not isinstance(encoder, torch.nn.Module):
-            # A normalisation may add channels (UtteranceNormalization).
-            width = getattr(normalization, "output_size", frontend.output_size)
-            encoder = encoder(input_size=width)
-        self.encoder = encoder
-        self.output_size = encoder.output_size
+        self.frontend = built(frontend)
+        width = self.frontend.output_size
+        self.normalization = built(normalization, input_size=width)
+        # A normalisation may add channels (UtteranceNormalization).
+        width = getattr(self.normalization, "output_size", width)
+        self.augment = built(augment)
+        self.encoder = built(encoder, input_size=width)
+        self.output_size = self.encoder.output_size
 
     def forward(self, wavs, wav_lens=None):
         """Encodes waveforms to ``([B, T, output_size], [B, T] mask)``."""
@@ -215,3 +223,10 @@ class SpectrogramStream(torch.nn.Module):
         if self.augment is not None and self.training:
             features = self.augment(features, mask)
         return self.encoder(features, mask)
+
+    def describe(self):
+        """The encoder's name, after the front end's unless it is LogMel
+        (``DPCNN``, ``EGeMAPSDescriptors/DPCNN``)."""
+        name = type(self.encoder).__name__
+        frontend = type(self.frontend).__name__
+        return name if frontend == "LogMel" else f"{frontend}/{name}"

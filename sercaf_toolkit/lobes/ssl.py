@@ -5,15 +5,13 @@ Authors
 """
 
 import contextlib
-import os
-import socket
 from collections.abc import Mapping
 
 import torch
 import transformers
 
-from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
+from sercaf_toolkit.lobes.stream import Stream
 
 
 def _in_graph_capture():
@@ -125,78 +123,64 @@ class LengthAwareGroupNorm(torch.nn.GroupNorm):
         return normalised.to(x.dtype)
 
 
-HUB_HOST = ("huggingface.co", 443)
-
-
-def looks_local(source):
-    """Whether an SSL source names a local folder rather than a hub id.
-
-    A hub id is ``name`` or ``owner/name``; a path starting with ``.``,
-    ``/`` or ``~``, with more parts, or whose first part is an existing
-    folder (``demo_data/tiny_wav2vec3``) is local.
+class LastLayer(torch.nn.Module):
+    """An SSL stream's output: its last transformer layer.
 
     Example
     -------
-    >>> looks_local("facebook/wav2vec2-base"), looks_local("./models/x")
-    (False, True)
+    >>> hidden = [torch.zeros(1, 2, 3), torch.ones(1, 2, 3)]
+    >>> LastLayer(num_layers=2)(hidden).sum().item()
+    6.0
     """
-    if source.startswith((".", "/", "~")) or os.sep in source.replace("/", ""):
-        return True
-    parts = source.split("/")
-    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+
+    #: Whether the model must return every layer's hidden states.
+    needs_hidden_states = False
+
+    def __init__(self, num_layers=None):
+        super().__init__()
+
+    def forward(self, hidden_states):
+        """``[B, T, D]``: the last of the layers' hidden states."""
+        return hidden_states[-1]
 
 
-def check_ssl_source(source, timeout=3.0):
-    """Fails in one line, before any download, on a source that cannot load.
+class WeightedLayerSum(torch.nn.Module):
+    """An SSL stream's output: a learnable softmax-weighted sum of layers.
 
-    A local-looking source must be a folder with a ``config.json``; a hub
-    id must be in the local HF cache, or the hub must answer (checked with
-    one short connection, instead of transformers' minute of retries).
+    As in SUPERB: every hidden state (the CNN's projection and each
+    transformer layer) weighted by the softmax of one learnt scalar each,
+    all equal at the start.
 
     Arguments
     ---------
-    source : str
-        A hub id or a local HuggingFace folder.
-    timeout : float
-        Seconds to wait for the hub.
+    num_layers : int
+        How many hidden states the model gives (transformer layers + 1).
+
+    Example
+    -------
+    >>> hidden = [torch.zeros(1, 2, 3), torch.ones(1, 2, 3)]
+    >>> WeightedLayerSum(num_layers=2)(hidden).mean().item()
+    0.5
     """
-    if looks_local(source) or os.path.isdir(source):
-        folder = os.path.expanduser(source)
-        if not os.path.isfile(os.path.join(folder, "config.json")):
-            problem = (
-                "is not there"
-                if not os.path.exists(folder)
-                else ("has no config.json")
-            )
-            raise UserError(
-                f"SSL model folder {source} {problem}; give --ssl_source a "
-                "HuggingFace model folder (with config.json) or a hub id"
-            )
-        return
-    import huggingface_hub
 
-    if isinstance(
-        huggingface_hub.try_to_load_from_cache(source, "config.json"), str
-    ):
-        return
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    reachable = False
-    if not offline:
-        try:
-            socket.create_connection(HUB_HOST, timeout=timeout).close()
-            reachable = True
-        except OSError:
-            pass
-    if not reachable:
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
-        raise UserError(
-            f"SSL model {source} is not in the local HuggingFace cache and "
-            f"{why}; download it where there is network and pass "
-            "--ssl_source=/path/to/its/folder"
-        )
+    needs_hidden_states = True
+
+    def __init__(self, num_layers):
+        super().__init__()
+        self.weights = torch.nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, hidden_states):
+        """``[B, T, D]``: the weighted sum of ``[B, T, D]`` hidden states."""
+        hidden = torch.stack(tuple(hidden_states), dim=0)
+        weights = torch.softmax(self.weights, dim=0)
+        return (weights.view(-1, 1, 1, 1) * hidden).sum(dim=0)
 
 
-class SSLStream(torch.nn.Module):
+# The names an exported model (or a Python user) may give for ``output``.
+SSL_OUTPUTS = {"last": LastLayer, "weighted_sum": WeightedLayerSum}
+
+
+class SSLStream(Stream):
     """A HuggingFace wav2vec2 / HuBERT / WavLM model as a length-aware stream.
 
     SpeechBrain's ``integrations.huggingface.Wav2Vec2`` wrapper is not used
@@ -214,13 +198,16 @@ class SSLStream(torch.nn.Module):
 
     Arguments
     ---------
-    source : str or dict
+    source : str or dict or callable
         HuggingFace hub id (``facebook/wav2vec2-base``,
         ``facebook/hubert-base-ls960``, ``microsoft/wavlm-base-plus``, ...)
         or a local folder with a saved model and its feature extractor; or
         ``{"config": <HF config dict>, "do_normalize": bool}`` to build the
         architecture without weights (they come from a checkpoint), as
-        :attr:`architecture` returns it.
+        :attr:`architecture` returns it; or a function returning one of
+        those, called here (so that a recipe that builds its model folder,
+        like the demo's tiny wav2vec2, builds it only when the SSL stream
+        is built).
     save_path : str, optional
         Cache folder for hub downloads.
     freeze : bool
@@ -228,9 +215,13 @@ class SSLStream(torch.nn.Module):
     freeze_feature_extractor : bool
         When fine-tuning, keep the CNN feature extractor frozen (the usual
         practice, and the default).
-    output : str
-        ``"last"``: the last transformer layer; ``"weighted_sum"``: a
-        learnable softmax-weighted sum of all hidden layers (as in SUPERB).
+    output : str or callable
+        What the stream gives of the model's layers: a factory called with
+        ``num_layers`` (the hidden states the model gives), such as
+        :class:`LastLayer` (the last transformer layer, the default) or
+        :class:`WeightedLayerSum` (a learnable softmax-weighted sum of all
+        of them, as in SUPERB); or one of their names, ``"last"`` or
+        ``"weighted_sum"``.
     apply_spec_augment : bool
         Let the HF model mask time steps in training (its own SpecAugment).
 
@@ -248,7 +239,8 @@ class SSLStream(torch.nn.Module):
     32
     """
 
-    OUTPUTS = ("last", "weighted_sum")
+    kind = "pretrained"
+    pretrained_source_argument = "source"
 
     def __init__(
         self,
@@ -256,12 +248,16 @@ class SSLStream(torch.nn.Module):
         save_path=None,
         freeze=False,
         freeze_feature_extractor=True,
-        output="last",
+        output=LastLayer,
         apply_spec_augment=False,
     ):
         super().__init__()
-        if output not in self.OUTPUTS:
-            raise ValueError(f"output must be one of {self.OUTPUTS}")
+        if isinstance(output, str):
+            if output not in SSL_OUTPUTS:
+                raise ValueError(f"output must be one of {list(SSL_OUTPUTS)}")
+            output = SSL_OUTPUTS[output]
+        if callable(source):
+            source = source()
         if isinstance(source, Mapping):
             config = dict(source["config"])
             config = transformers.AutoConfig.for_model(
@@ -280,7 +276,6 @@ class SSLStream(torch.nn.Module):
         self.model.config.apply_spec_augment = apply_spec_augment
         self.freeze = freeze
         self.freeze_feature_extractor = freeze_feature_extractor
-        self.output = output
         if freeze:
             self.model.requires_grad_(False)
         elif freeze_feature_extractor:
@@ -291,13 +286,12 @@ class SSLStream(torch.nn.Module):
         if isinstance(first_conv.layer_norm, torch.nn.GroupNorm):
             first_conv.layer_norm = LengthAwareGroupNorm(first_conv.layer_norm)
         self.output_size = self.model.config.hidden_size
-        if output == "weighted_sum":
+        self.output = output(num_layers=self.model.config.num_hidden_layers + 1)
+        if self.output.needs_hidden_states:
             # LayerDrop skips layers in training, and transformers then
-            # records fewer hidden states: the weights would lose their
-            # layers. A weighted sum over all layers needs every layer.
+            # records fewer hidden states: a sum over all layers needs
+            # every layer.
             self.model.config.layerdrop = 0.0
-            num_layers = self.model.config.num_hidden_layers + 1
-            self.layer_weights = torch.nn.Parameter(torch.zeros(num_layers))
         self.train()
 
     @property
@@ -307,6 +301,37 @@ class SSLStream(torch.nn.Module):
             "config": self.model.config.to_dict(),
             "do_normalize": self.normalize_wav,
         }
+
+    # The stream interface (sercaf_toolkit.lobes.stream.Stream) ---------
+
+    def pretrained_parameters(self):
+        """The model's trainable weights (the layer weights are not)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def pretrained_held(self):
+        """Runs the model without gradients, as if frozen (warm-up)."""
+        frozen, self.freeze = self.freeze, True
+        try:
+            yield
+        finally:
+            self.freeze = frozen
+
+    def export_arguments(self):
+        """The architecture replaces the hub id or folder of training."""
+        return {"source": self.architecture}
+
+    def describe(self):
+        """The model family, as its config names it (``wav2vec2``, ...)."""
+        return self.model.config.model_type
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Models exported before the output became a module kept the
+        # weighted sum's weights as ``layer_weights``.
+        old = prefix + "layer_weights"
+        if old in state_dict:
+            state_dict[prefix + "output.weights"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode=True):
         """Sets training mode, keeping frozen parts in evaluation mode.
@@ -369,14 +394,14 @@ class SSLStream(torch.nn.Module):
                 out = self.model(
                     wavs,
                     attention_mask=sample_mask.long() if padded else None,
-                    output_hidden_states=self.output == "weighted_sum",
+                    output_hidden_states=self.output.needs_hidden_states,
                 )
-        if self.output == "weighted_sum":
-            hidden = torch.stack(out.hidden_states, dim=0)
-            weights = torch.softmax(self.layer_weights, dim=0)
-            features = (weights.view(-1, 1, 1, 1) * hidden).sum(dim=0)
-        else:
-            features = out.last_hidden_state
+        hidden = (
+            out.hidden_states
+            if self.output.needs_hidden_states
+            else (out.last_hidden_state,)
+        )
+        features = self.output(hidden)
         mask = lengths_to_mask(frame_lengths, features.shape[1])
         return features * mask.unsqueeze(-1).to(features.dtype), mask
 

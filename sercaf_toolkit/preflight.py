@@ -1,0 +1,175 @@
+"""Checks made before anything is built: models to load, packages to import.
+
+A recipe's blocks declare what they need (see
+:class:`~sercaf_toolkit.lobes.stream.Stream`): a ``pretrained_source_argument``
+naming the constructor argument that holds a hub id or local model folder,
+and ``required_packages`` (import name -> the extra that installs it).
+:func:`check_blocks` reads the blocks of a resolved, unbuilt recipe tree and
+checks each declaration, so a run ends in one line (a
+:class:`~sercaf_toolkit.errors.UserError`) before it loads a model, imports
+a missing package deep inside a worker, or writes a file. Only the blocks
+the recipe picked are checked: a ``streams: logmel`` run never looks at its
+``ssl_source``.
+
+Authors
+ * sercaf-toolkit developers 2026
+"""
+
+import copy
+import importlib.util
+import os
+import pydoc
+
+from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.hparams import only_chosen, walk_nodes
+
+BUILD_TAGS = ("!new:", "!name:")
+
+
+def looks_local(source):
+    """Whether an SSL source names a local folder rather than a hub id.
+
+    A hub id is ``name`` or ``owner/name``; a path starting with ``.``,
+    ``/`` or ``~``, with more parts, or whose first part is an existing
+    folder (``demo_data/tiny_wav2vec3``) is local.
+
+    Example
+    -------
+    >>> looks_local("facebook/wav2vec2-base"), looks_local("./models/x")
+    (False, True)
+    """
+    if source.startswith((".", "/", "~")) or os.sep in source.replace("/", ""):
+        return True
+    parts = source.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+
+
+def check_pretrained_source(source, timeout=3.0):
+    """Fails in one line, before any download, on a source that cannot load.
+
+    A local-looking source must be a folder with a ``config.json``; a hub
+    id must be in the local HF cache, or the hub must know it. The hub is
+    asked through ``huggingface_hub`` itself (one short request, instead of
+    transformers' minute of retries), so the user's hub settings hold:
+    ``HF_ENDPOINT`` (a mirror), proxies, ``HF_TOKEN`` and ``HF_HUB_OFFLINE``.
+
+    Arguments
+    ---------
+    source : str
+        A hub id or a local HuggingFace folder.
+    timeout : float
+        Seconds to wait for the hub.
+
+    Example
+    -------
+    >>> check_pretrained_source("/does/not/exist")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: SSL model folder /does/not/exist is ...
+    """
+    if looks_local(source) or os.path.isdir(source):
+        folder = os.path.expanduser(source)
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            problem = (
+                "is not there"
+                if not os.path.exists(folder)
+                else ("has no config.json")
+            )
+            raise UserError(
+                f"SSL model folder {source} {problem}; give --ssl_source a "
+                "HuggingFace model folder (with config.json) or a hub id"
+            )
+        return
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    if isinstance(
+        huggingface_hub.try_to_load_from_cache(source, "config.json"), str
+    ):
+        return
+    fix = (
+        "download it where there is network and pass "
+        "--ssl_source=/path/to/its/folder"
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(
+            f"SSL model {source} is not in the local HuggingFace cache and "
+            f"HF_HUB_OFFLINE is set; {fix}"
+        )
+    try:
+        huggingface_hub.model_info(source, timeout=timeout)
+    except errors.GatedRepoError:
+        raise UserError(
+            f"SSL model {source} is gated on {constants.ENDPOINT}: accept "
+            "its terms there and log in (hf auth login or HF_TOKEN)"
+        ) from None
+    except errors.RepositoryNotFoundError:
+        raise UserError(
+            f"{constants.ENDPOINT} has no model {source} (or it is private: "
+            "log in with hf auth login or HF_TOKEN); check --ssl_source"
+        ) from None
+    except Exception as error:  # any transport error: the hub is not there
+        raise UserError(
+            f"SSL model {source} is not in the local HuggingFace cache and "
+            f"{constants.ENDPOINT} did not answer ({type(error).__name__}); "
+            f"{fix}"
+        ) from None
+
+
+def check_package(module, extra, block):
+    """Raises a one-line :class:`UserError` when ``module`` is missing.
+
+    Example
+    -------
+    >>> check_package("no_such_module", "egemaps", "EGeMAPSDescriptors")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: EGeMAPSDescriptors needs \
+no_such_module: pip install -e ".[egemaps]" (or pick blocks without it)
+    """
+    if importlib.util.find_spec(module) is None:
+        raise UserError(
+            f'{block} needs {module}: pip install -e ".[{extra}]" (or pick '
+            "blocks without it)"
+        )
+
+
+def chosen_blocks(node):
+    """``(class, arguments)`` of every block built in a resolved tree.
+
+    Only the picked entries of ``!apply:operator.getitem`` picks count.
+    ``arguments`` is the block's YAML mapping (empty for a list or none).
+    """
+    for part in walk_nodes(only_chosen(copy.deepcopy(node))):
+        tag = str(getattr(getattr(part, "tag", None), "value", None) or "")
+        if not tag.startswith(BUILD_TAGS):
+            continue
+        block = pydoc.locate(tag.split(":", 1)[1])
+        if isinstance(block, type):
+            yield block, part if isinstance(part, dict) else {}
+
+
+def check_blocks(tree, model_key="model"):
+    """Checks what the picked blocks of ``tree[model_key]`` declare they need.
+
+    Arguments
+    ---------
+    tree : dict
+        A resolved, unbuilt recipe tree
+        (:func:`sercaf_toolkit.hparams.resolve_hparams`).
+    model_key : str
+        The key of the model in it.
+
+    Raises
+    ------
+    UserError
+        Naming the model to get or the extra to install.
+    """
+    if model_key not in tree:
+        return
+    for block, arguments in chosen_blocks(tree[model_key]):
+        for module, extra in getattr(block, "required_packages", {}).items():
+            check_package(module, extra, block.__name__)
+        argument = getattr(block, "pretrained_source_argument", None)
+        if argument and isinstance(arguments.get(argument), str):
+            check_pretrained_source(arguments[argument])
