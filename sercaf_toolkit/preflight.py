@@ -103,12 +103,17 @@ def check_pretrained_source(source, timeout=3.0):
             f"SSL model {source} is gated on {constants.ENDPOINT}: accept "
             "its terms there and log in (hf auth login or HF_TOKEN)"
         ) from None
-    except errors.RepositoryNotFoundError:
-        raise UserError(
-            f"{constants.ENDPOINT} has no model {source} (or it is private: "
-            "log in with hf auth login or HF_TOKEN); check --ssl_source"
-        ) from None
-    except Exception as error:  # any transport error: the hub is not there
+    except Exception as error:
+        status = getattr(getattr(error, "response", None), "status_code", 0)
+        # A mirror may answer a plain 404 where the hub says RepoNotFound.
+        missing = isinstance(error, errors.RepositoryNotFoundError)
+        if missing or status in (401, 404):
+            raise UserError(
+                f"{constants.ENDPOINT} has no model {source} (or it is "
+                "private: log in with hf auth login or HF_TOKEN); check "
+                "--ssl_source"
+            ) from None
+        # Any other failure (connection, timeout, 5xx): not there now.
         raise UserError(
             f"SSL model {source} is not in the local HuggingFace cache and "
             f"{constants.ENDPOINT} did not answer ({type(error).__name__}); "

@@ -161,7 +161,8 @@ def summarize_runs(runs, picture=None, title=""):
         system = system or run["info"]
     result = {
         "system": {
-            k: system.get(k) for k in ("streams", "fusion", "ssl_source")
+            k: system.get(k)
+            for k in ("streams", "stream_kinds", "fusion", "ssl_source")
         },
         "runs": [
             {"seed": seed, "fold": fold, **figures}
@@ -244,6 +245,8 @@ def results_table(summary):
     return "\n".join(lines) + "\n"
 
 
+# The encoders a run_info.json written before streams named their kind
+# ("stream_kinds") used for its scratch streams.
 SCRATCH_ENCODERS = ("DPCNN", "TextRCNN")
 
 
@@ -252,10 +255,14 @@ def _table_row(name, result, part):
     experiment's, or one test corpus's), ``result``'s system."""
     system = result.get("system") or {}
     streams = system.get("streams") or []
-    # describe_model names a scratch stream by its encoder, prefixed by
-    # its front end when that is not the log-mel (EGeMAPSDescriptors/DPCNN).
-    scratch = [s for s in streams if s.split("/")[-1] in SCRATCH_ENCODERS]
-    ssl = ", ".join(s for s in streams if s not in scratch)
+    kinds = system.get("stream_kinds") or [
+        # Runs recorded before streams named their kind: a scratch stream
+        # was named by its encoder (EGeMAPSDescriptors/DPCNN, DPCNN).
+        "scratch" if s.split("/")[-1] in SCRATCH_ENCODERS else "pretrained"
+        for s in streams
+    ]
+    scratch = [s for s, k in zip(streams, kinds) if k != "pretrained"]
+    ssl = ", ".join(s for s, k in zip(streams, kinds) if k == "pretrained")
     source = system.get("ssl_source")
     if source:
         ssl = f"{ssl} ({source})"
