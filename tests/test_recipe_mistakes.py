@@ -14,17 +14,22 @@ import sys
 
 import pytest
 
+from tests.mock_corpora import make_emodb, tiny_wav
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
 
 def folder_digest(folder):
+    """Every file's hash and every folder: an output folder created and
+    left empty counts as written."""
     return {
         str(path.relative_to(folder)): hashlib.sha256(
             path.read_bytes()
         ).hexdigest()
-        for path in sorted(pathlib.Path(folder).rglob("*"))
         if path.is_file()
+        else "folder"
+        for path in sorted(pathlib.Path(folder).rglob("*"))
     }
 
 
@@ -48,6 +53,18 @@ def workspace(tmp_path_factory):
     run_folder.mkdir(parents=True)
     (run_folder / "test_metrics.json").write_text('{"UA": 0.5}\n')
     (run_folder / "hyperparams.yaml").write_text("# the finished run\n")
+    # Corpora that exist: a mock EmoDB, a CSV corpus, and folders or a CSV
+    # file that exist but hold no corpus.
+    make_emodb(str(folder / "emodb"))
+    lines = ["path,label,speaker"]
+    for index, (label, speaker) in enumerate(
+        [("calm", "a"), ("tense", "b"), ("calm", "c")]
+    ):
+        tiny_wav(str(folder / "custom" / f"{index}.wav"), seed=index)
+        lines.append(f"{index}.wav,{label},{speaker}")
+    (folder / "custom" / "corpus.csv").write_text("\n".join(lines) + "\n")
+    (folder / "custom" / "empty.csv").write_text("path,label,speaker\n")
+    (folder / "empty_corpus").mkdir()
     return folder
 
 
@@ -111,6 +128,101 @@ CASES = {
             "--test_corpus=CASIA",
         ],
         ["test_corpus CASIA", "Demo, Expressive"],
+    ),
+    # Every pick (a key choosing one of a mapping's entries) is checked
+    # against its choices, with the closest one suggested.
+    "unknown scratch encoder": (
+        "Demo",
+        ["hparams/caf.yaml", "--scratch_encoder=dpcn"],
+        ["scratch_encoder", "'dpcn'", "did you mean dpcnn?"],
+    ),
+    "misspelt log-mel normalisation": (
+        "Demo",
+        ["hparams/caf.yaml", "--logmel_normalization=utterence"],
+        ["logmel_normalization", "'utterence'", "did you mean utterance?"],
+    ),
+    "unknown stream set": (
+        "Demo",
+        ["hparams/caf.yaml", "--streams=duel"],
+        ["streams", "'duel'", "dual, logmel", "did you mean dual?"],
+    ),
+    "misspelt validation policy": (
+        "Demo",
+        ["hparams/caf.yaml", "--validation=grop"],
+        ["grop", "did you mean group?"],
+    ),
+    "misspelt protocol": (
+        "EmoDB",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=emodb",
+            "--protocol=leave_one_speakr_out",
+        ],
+        [
+            "protocol",
+            "leave_one_speakr_out",
+            "did you mean leave_one_speaker_out?",
+        ],
+    ),
+    # Overrides must fit the type of the key's default.
+    "integer key given a word": (
+        "Demo",
+        ["hparams/caf.yaml", "--number_of_epochs=two"],
+        ["--number_of_epochs=two", "an integer"],
+    ),
+    "boolean key given yes": (
+        "Demo",
+        ["hparams/caf.yaml", "--refit=yes"],
+        ["--refit=yes", "true or false"],
+    ),
+    "float key given a word": (
+        "Demo",
+        ["hparams/caf.yaml", "--lr=fast"],
+        ["--lr=fast", "a number"],
+    ),
+    # Labels are the corpus's, checked before the data are prepared.
+    "a class the corpus does not have": (
+        "EmoDB",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=emodb",
+            "--labels=[anger,boredom,disgust,fear,hapiness,neutral,sadness]",
+        ],
+        ["labels", "no class hapiness", "did you mean happiness?"],
+    ),
+    "a class the corpus has left out": (
+        "EmoDB",
+        ["hparams/caf.yaml", "--data_folder=emodb", "--labels=[anger,sadness]"],
+        ["labels", "boredom", "leaves out"],
+    ),
+    "a class the CSV does not have": (
+        "Custom",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=custom/corpus.csv",
+            "--labels=[calm,angry]",
+        ],
+        ["custom/corpus.csv", "no class angry", "calm, tense"],
+    ),
+    # A corpus folder (or CSV file) that exists but holds no corpus.
+    "empty EmoDB folder": (
+        "EmoDB",
+        ["hparams/caf.yaml", "--data_folder=empty_corpus"],
+        ["empty_corpus", "no usable utterance", "wav/"],
+    ),
+    "empty IEMOCAP folder": (
+        "IEMOCAP",
+        ["hparams/caf.yaml", "--data_folder=empty_corpus"],
+        ["empty_corpus", "no usable utterance", "Session1"],
+    ),
+    "CSV file without rows": (
+        "Custom",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=custom/empty.csv",
+            "--labels=[calm,tense]",
+        ],
+        ["custom/empty.csv", "lists no audio file"],
     ),
     "another experiment's folder": (
         "Demo",
