@@ -46,7 +46,7 @@ def check_data_folder(data_folder):
             f"corpus CSV file {data_folder} cannot be read ({error}); give "
             "a UTF-8 CSV file with the columns path, label, speaker[, fold]"
         ) from None
-    if not any((row.get("path") or "").strip() for row in rows):
+    if not rows:  # other problems (columns, paths) are build_manifest's
         raise CorpusFolderError(
             f"corpus CSV file {data_folder} lists no audio file; expected "
             "a header and one row per file with the columns path, label, "
