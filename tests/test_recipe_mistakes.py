@@ -265,3 +265,92 @@ def test_debug_shows_the_traceback(workspace):
         timeout=120,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def load(text):
+    import ruamel.yaml
+
+    return ruamel.yaml.YAML().load(text)
+
+
+def test_every_pick_form_is_checked():
+    """Picks by reference or with an inline mapping, with a referenced or
+    a plain choice, anywhere in the tree; tagged choices (built at load
+    time) are left alone."""
+    from sercaf_toolkit.errors import UserError
+    from sercaf_toolkit.hparams_checks import check_choices, picks
+
+    composed = load(
+        "heads: {linear: 1, mlp: 2}\n"
+        "head: mlp\n"
+        "fusion_kind: caf\n"
+        "model:\n"
+        "    head: !apply:operator.getitem [!ref <heads>, !ref <head>]\n"
+        "    fusion: !apply:operator.getitem\n"
+        "        - {sum: 1, caf: 2}\n"
+        "        - !ref <fusion_kind>\n"
+        "    task: !apply:operator.getitem [{a: 1, b: 2}, a]\n"
+        "    built: !apply:operator.getitem [!ref <heads>, !apply:str [x]]\n"
+    )
+    assert [p[1:] for p in picks(composed)] == [
+        ("heads", "head"),
+        ("model.fusion[0]", "fusion_kind"),
+        ("model.task[0]", None),
+        ("heads", None),
+    ]
+
+    def resolved(head="mlp", fusion="caf", task="a"):
+        pick = "!apply:operator.getitem"
+        return load(
+            f"model:\n"
+            f"    head: {pick} [{{linear: 1, mlp: 2}}, {head}]\n"
+            f"    fusion: {pick} [{{sum: 1, caf: 2}}, {fusion}]\n"
+            f"    task: {pick} [{{a: 1, b: 2}}, {task}]\n"
+            f"    built: {pick} [{{linear: 1}}, !apply:str [x]]\n"
+        )
+
+    check_choices(composed, resolved())
+    for arguments, named in (
+        ({"head": "mpl"}, "head: 'mpl' is not one of its choices (linear, "
+         "mlp: the keys of heads); did you mean mlp?"),
+        ({"fusion": "cat"}, "fusion_kind: 'cat'"),
+        ({"task": "c"}, "model.task[1]: 'c'"),
+    ):  # fmt: skip
+        with pytest.raises(UserError) as raised:
+            check_choices(composed, resolved(**arguments))
+        assert named in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "override, refused",
+    [
+        ("epochs: 2", None),
+        ("epochs: 2.5", "an integer"),
+        ("epochs: true", "an integer"),
+        ("lr: 1", None),
+        ("lr: 1e-3", None),
+        ("lr: fast", "a number"),
+        ("flag: false", None),
+        ("flag: 1", "true or false"),
+        ("flag: null", "true or false"),
+        ("weights: [1, 2]", None),
+        ("nothing: 3", None),
+        ("folder: 2024", None),
+        ("placeholder: 1", None),
+    ],
+)
+def test_override_types_follow_the_defaults(override, refused):
+    from sercaf_toolkit.errors import UserError
+    from sercaf_toolkit.hparams_checks import check_override_types
+
+    composed = load(
+        "epochs: 3\nlr: 0.1\nflag: true\nweights: balanced\nnothing: null\n"
+        "folder: results\nplaceholder: !PLACEHOLDER\n"
+    )
+    if refused is None:
+        check_override_types(composed, override)
+        return
+    with pytest.raises(UserError, match=refused) as raised:
+        check_override_types(composed, override)
+    key, value = override.split(": ")
+    assert str(raised.value).startswith(f"--{key}={value}:")
