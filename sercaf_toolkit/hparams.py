@@ -144,7 +144,10 @@ def resolve_hparams(path, overrides=None, composed=None):
 
 
 def checked_hparams(path, overrides=None):
-    """Merges the layers, checks the override names, resolves; builds nothing.
+    """Merges the layers, checks the overrides and picks; builds nothing.
+
+    Override names (:func:`check_overrides`), their types and every pick's
+    choice (:mod:`sercaf_toolkit.hparams_checks`) are checked here.
 
     What the runner and ``sercaf cv`` both do before anything else.
 
@@ -153,9 +156,18 @@ def checked_hparams(path, overrides=None):
     composed, tree
         The merged YAML text and its resolved, unbuilt tree.
     """
+    from sercaf_toolkit.hparams_checks import (
+        check_choices,
+        check_override_types,
+    )
+
     composed = compose_hparams(path)
-    check_overrides(ruamel.yaml.YAML().load(composed), overrides, path)
-    return composed, resolve_hparams(path, overrides, composed)
+    merged = ruamel.yaml.YAML().load(composed)
+    check_overrides(merged, overrides, path)
+    check_override_types(merged, overrides)
+    tree = resolve_hparams(path, overrides, composed)
+    check_choices(merged, tree)
+    return composed, tree
 
 
 def overrides_dict(overrides):

@@ -19,6 +19,7 @@ import struct
 import sys
 import tempfile
 import time
+import traceback
 
 import soundfile
 import torch
@@ -316,6 +317,59 @@ def check_model_folder(model_dir):
         )
 
 
+def _package_folder(module):
+    return os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+
+
+def hyperparams_problem(error, model_dir, savedir):
+    """What is wrong with a model folder's ``hyperparams.yaml``, or None.
+
+    SpeechBrain loads the file from a copy (a link in ``savedir``), so
+    its own errors name a temporary path: here they name the user's file.
+    An error raised while the YAML was read or its objects built (a
+    syntax error, an unknown class, a wrong argument) or while the
+    weights were put into the model it built (an edited width) is the
+    file's; anything else is not, and gives ``None``.
+
+    Arguments
+    ---------
+    error : Exception
+        What loading the folder raised.
+    model_dir : str
+        The model folder, as the user gave it.
+    savedir : str
+        Where SpeechBrain put its copy.
+
+    Returns
+    -------
+    str or None
+        One line naming the user's ``hyperparams.yaml`` and the fix.
+    """
+    import hyperpyyaml
+    import ruamel.yaml
+
+    yaml_file = os.path.join(str(model_dir), "hyperparams.yaml")
+    packages = (_package_folder(hyperpyyaml), _package_folder(ruamel.yaml))
+    frames = traceback.extract_tb(error.__traceback__)
+    message = str(error)
+    for copy in (os.path.join(savedir, "hyperparams.yaml"), savedir):
+        message = message.replace(copy, yaml_file)
+        message = message.replace(os.path.realpath(copy), yaml_file)
+    message = " ".join(message.split())
+    fix = "export the model again, or undo the edit"
+    if any(f.filename.startswith(packages) for f in frames):
+        return (
+            f"{yaml_file} cannot be loaded ({type(error).__name__}: "
+            f"{message}); {fix}"
+        )
+    if isinstance(error, RuntimeError) and "state_dict" in message:
+        return (
+            f"{yaml_file} builds a model that the weights in "
+            f"embedding_model.ckpt do not fit ({message[:300]}); {fix}"
+        )
+    return None
+
+
 class EmotionPredictor:
     """Labels audio files with an ``EncoderClassifier``-compatible model.
 
@@ -382,11 +436,17 @@ class EmotionPredictor:
         if savedir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sercaf_model_")
             savedir = self._tmp.name
-        self.classifier = EncoderClassifier.from_hparams(
-            source=os.path.abspath(model_dir),
-            savedir=savedir,
-            run_opts={"device": device},
-        )
+        try:
+            self.classifier = EncoderClassifier.from_hparams(
+                source=os.path.abspath(model_dir),
+                savedir=savedir,
+                run_opts={"device": device},
+            )
+        except Exception as error:
+            problem = hyperparams_problem(error, model_dir, savedir)
+            if problem is None:
+                raise
+            raise UserError(problem) from error
         encoder = self.classifier.hparams.label_encoder
         self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
 

@@ -237,3 +237,26 @@ def test_bad_model_output_or_corpus_folder_is_one_line(
         assert status == 2 and len(error.splitlines()) == 1, error
         assert name in error, error
     assert not (tmp_path / "out" / "test_metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "corpus, expected",
+    [("EmoDB", "wav/"), ("IEMOCAP", "Session1"), ("CASIA", "<speaker>")],
+)
+def test_an_empty_corpus_folder_is_one_line_before_the_model_loads(
+    corpus, expected, label_only_model, tmp_path, capsys
+):
+    """A corpus folder that exists but holds none of its files: one line
+    naming the folder and what it should hold; nothing written."""
+    empty = tmp_path / "empty_corpus"
+    empty.mkdir()
+    out = tmp_path / "out"
+    status = cli.main(
+        ["evaluate", str(label_only_model), "--corpus", corpus,
+         "--data_folder", str(empty), "--out", str(out)]
+    )  # fmt: skip
+    error = capsys.readouterr().err
+    assert status == 2 and len(error.splitlines()) == 1, error
+    assert str(empty) in error and expected in error, error
+    assert "no usable utterance" in error
+    assert not out.exists()

@@ -317,3 +317,58 @@ def test_plot_without_long_recordings_still_writes_and_exits_0(
     assert "--long-threshold 30" in note
     assert f"longest: {duration:.1f} s" in note
     assert "[sercaf predict] 1 file, 0 failed" in err
+
+
+EDITS = {
+    "YAML syntax error": ("embedding_model:", "embedding_model: ["),
+    "unknown class": (
+        "sercaf_toolkit.lobes.DPCNN",
+        "sercaf_toolkit.lobes.DPCNX",
+    ),
+    "weights that do not fit": ("num_filters: 32", "num_filters: 33"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_hyperparams_file_is_one_line_naming_it(
+    edit, model_dir, tmp_path, capsys
+):
+    """A model folder whose hyperparams.yaml was edited (its checksums.json
+    deleted, as the damage message suggests) cannot be loaded: the
+    predictor, sercaf predict and sercaf evaluate say so in one line that
+    names the user's file, not SpeechBrain's temporary copy."""
+    import shutil
+
+    from sercaf_toolkit.errors import UserError
+
+    folder = tmp_path / "edited"
+    shutil.copytree(model_dir, folder)
+    (folder / "checksums.json").unlink()
+    yaml_file = folder / "hyperparams.yaml"
+    old, new = EDITS[edit]
+    text = yaml_file.read_text()
+    assert old in text
+    yaml_file.write_text(text.replace(old, new, 1))
+    with pytest.raises(UserError) as raised:
+        EmotionPredictor(str(folder))
+    assert str(yaml_file) in str(raised.value)
+    assert "sercaf_model_" not in str(raised.value)
+    audio = write(
+        tmp_path / "a.wav", synthesize_utterance("spk1_f", "sad", 1), 16000
+    )
+    out = tmp_path / "out"
+    for arguments in (
+        ["predict", str(folder), audio, "--out", str(tmp_path / "p.csv")],
+        ["evaluate", str(folder), "--corpus", "Demo", "--data_folder",
+         str(tmp_path), "--out", str(out)],
+    ):  # fmt: skip
+        if arguments[0] == "evaluate":  # a tiny Demo corpus to evaluate on
+            from sercaf_toolkit.corpora.demo import generate_demo_corpus
+
+            generate_demo_corpus(str(tmp_path / "demo"), 1)
+            arguments[5] = str(tmp_path / "demo")
+        assert cli.main(arguments) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "Traceback" not in error
+        assert str(yaml_file) in error and "sercaf_model_" not in error
+    assert not (tmp_path / "p.csv").exists() and not out.exists()

@@ -14,17 +14,22 @@ import sys
 
 import pytest
 
+from tests.mock_corpora import make_emodb, tiny_wav
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
 
 def folder_digest(folder):
+    """Every file's hash and every folder: an output folder created and
+    left empty counts as written."""
     return {
         str(path.relative_to(folder)): hashlib.sha256(
             path.read_bytes()
         ).hexdigest()
-        for path in sorted(pathlib.Path(folder).rglob("*"))
         if path.is_file()
+        else "folder"
+        for path in sorted(pathlib.Path(folder).rglob("*"))
     }
 
 
@@ -48,6 +53,18 @@ def workspace(tmp_path_factory):
     run_folder.mkdir(parents=True)
     (run_folder / "test_metrics.json").write_text('{"UA": 0.5}\n')
     (run_folder / "hyperparams.yaml").write_text("# the finished run\n")
+    # Corpora that exist: a mock EmoDB, a CSV corpus, and folders or a CSV
+    # file that exist but hold no corpus.
+    make_emodb(str(folder / "emodb"))
+    lines = ["path,label,speaker"]
+    for index, (label, speaker) in enumerate(
+        [("calm", "a"), ("tense", "b"), ("calm", "c")]
+    ):
+        tiny_wav(str(folder / "custom" / f"{index}.wav"), seed=index)
+        lines.append(f"{index}.wav,{label},{speaker}")
+    (folder / "custom" / "corpus.csv").write_text("\n".join(lines) + "\n")
+    (folder / "custom" / "empty.csv").write_text("path,label,speaker\n")
+    (folder / "empty_corpus").mkdir()
     return folder
 
 
@@ -112,6 +129,101 @@ CASES = {
         ],
         ["test_corpus CASIA", "Demo, Expressive"],
     ),
+    # Every pick (a key choosing one of a mapping's entries) is checked
+    # against its choices, with the closest one suggested.
+    "unknown scratch encoder": (
+        "Demo",
+        ["hparams/caf.yaml", "--scratch_encoder=dpcn"],
+        ["scratch_encoder", "'dpcn'", "did you mean dpcnn?"],
+    ),
+    "misspelt log-mel normalisation": (
+        "Demo",
+        ["hparams/caf.yaml", "--logmel_normalization=utterence"],
+        ["logmel_normalization", "'utterence'", "did you mean utterance?"],
+    ),
+    "unknown stream set": (
+        "Demo",
+        ["hparams/caf.yaml", "--streams=duel"],
+        ["streams", "'duel'", "dual, logmel", "did you mean dual?"],
+    ),
+    "misspelt validation policy": (
+        "Demo",
+        ["hparams/caf.yaml", "--validation=grop"],
+        ["grop", "did you mean group?"],
+    ),
+    "misspelt protocol": (
+        "EmoDB",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=emodb",
+            "--protocol=leave_one_speakr_out",
+        ],
+        [
+            "protocol",
+            "leave_one_speakr_out",
+            "did you mean leave_one_speaker_out?",
+        ],
+    ),
+    # Overrides must fit the type of the key's default.
+    "integer key given a word": (
+        "Demo",
+        ["hparams/caf.yaml", "--number_of_epochs=two"],
+        ["--number_of_epochs=two", "an integer"],
+    ),
+    "boolean key given yes": (
+        "Demo",
+        ["hparams/caf.yaml", "--refit=yes"],
+        ["--refit=yes", "true or false"],
+    ),
+    "float key given a word": (
+        "Demo",
+        ["hparams/caf.yaml", "--lr=fast"],
+        ["--lr=fast", "a number"],
+    ),
+    # Labels are the corpus's, checked before the data are prepared.
+    "a class the corpus does not have": (
+        "EmoDB",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=emodb",
+            "--labels=[anger,boredom,disgust,fear,hapiness,neutral,sadness]",
+        ],
+        ["labels", "no class hapiness", "did you mean happiness?"],
+    ),
+    "a class the corpus has left out": (
+        "EmoDB",
+        ["hparams/caf.yaml", "--data_folder=emodb", "--labels=[anger,sadness]"],
+        ["labels", "boredom", "leaves out"],
+    ),
+    "a class the CSV does not have": (
+        "Custom",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=custom/corpus.csv",
+            "--labels=[calm,angry]",
+        ],
+        ["custom/corpus.csv", "no class angry", "calm, tense"],
+    ),
+    # A corpus folder (or CSV file) that exists but holds no corpus.
+    "empty EmoDB folder": (
+        "EmoDB",
+        ["hparams/caf.yaml", "--data_folder=empty_corpus"],
+        ["empty_corpus", "no usable utterance", "wav/"],
+    ),
+    "empty IEMOCAP folder": (
+        "IEMOCAP",
+        ["hparams/caf.yaml", "--data_folder=empty_corpus"],
+        ["empty_corpus", "no usable utterance", "Session1"],
+    ),
+    "CSV file without rows": (
+        "Custom",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=custom/empty.csv",
+            "--labels=[calm,tense]",
+        ],
+        ["custom/empty.csv", "lists no audio file"],
+    ),
     "another experiment's folder": (
         "Demo",
         ["hparams/film.yaml", "--output_folder=results/run"],
@@ -153,3 +265,92 @@ def test_debug_shows_the_traceback(workspace):
         timeout=120,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def load(text):
+    import ruamel.yaml
+
+    return ruamel.yaml.YAML().load(text)
+
+
+def test_every_pick_form_is_checked():
+    """Picks by reference or with an inline mapping, with a referenced or
+    a plain choice, anywhere in the tree; tagged choices (built at load
+    time) are left alone."""
+    from sercaf_toolkit.errors import UserError
+    from sercaf_toolkit.hparams_checks import check_choices, picks
+
+    composed = load(
+        "heads: {linear: 1, mlp: 2}\n"
+        "head: mlp\n"
+        "fusion_kind: caf\n"
+        "model:\n"
+        "    head: !apply:operator.getitem [!ref <heads>, !ref <head>]\n"
+        "    fusion: !apply:operator.getitem\n"
+        "        - {sum: 1, caf: 2}\n"
+        "        - !ref <fusion_kind>\n"
+        "    task: !apply:operator.getitem [{a: 1, b: 2}, a]\n"
+        "    built: !apply:operator.getitem [!ref <heads>, !apply:str [x]]\n"
+    )
+    assert [p[1:] for p in picks(composed)] == [
+        ("heads", "head"),
+        ("model.fusion[0]", "fusion_kind"),
+        ("model.task[0]", None),
+        ("heads", None),
+    ]
+
+    def resolved(head="mlp", fusion="caf", task="a"):
+        pick = "!apply:operator.getitem"
+        return load(
+            f"model:\n"
+            f"    head: {pick} [{{linear: 1, mlp: 2}}, {head}]\n"
+            f"    fusion: {pick} [{{sum: 1, caf: 2}}, {fusion}]\n"
+            f"    task: {pick} [{{a: 1, b: 2}}, {task}]\n"
+            f"    built: {pick} [{{linear: 1}}, !apply:str [x]]\n"
+        )
+
+    check_choices(composed, resolved())
+    for arguments, named in (
+        ({"head": "mpl"}, "head: 'mpl' is not one of its choices (linear, "
+         "mlp: the keys of heads); did you mean mlp?"),
+        ({"fusion": "cat"}, "fusion_kind: 'cat'"),
+        ({"task": "c"}, "model.task[1]: 'c'"),
+    ):  # fmt: skip
+        with pytest.raises(UserError) as raised:
+            check_choices(composed, resolved(**arguments))
+        assert named in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "override, refused",
+    [
+        ("epochs: 2", None),
+        ("epochs: 2.5", "an integer"),
+        ("epochs: true", "an integer"),
+        ("lr: 1", None),
+        ("lr: 1e-3", None),
+        ("lr: fast", "a number"),
+        ("flag: false", None),
+        ("flag: 1", "true or false"),
+        ("flag: null", "true or false"),
+        ("weights: [1, 2]", None),
+        ("nothing: 3", None),
+        ("folder: 2024", None),
+        ("placeholder: 1", None),
+    ],
+)
+def test_override_types_follow_the_defaults(override, refused):
+    from sercaf_toolkit.errors import UserError
+    from sercaf_toolkit.hparams_checks import check_override_types
+
+    composed = load(
+        "epochs: 3\nlr: 0.1\nflag: true\nweights: balanced\nnothing: null\n"
+        "folder: results\nplaceholder: !PLACEHOLDER\n"
+    )
+    if refused is None:
+        check_override_types(composed, override)
+        return
+    with pytest.raises(UserError, match=refused) as raised:
+        check_override_types(composed, override)
+    key, value = override.split(": ")
+    assert str(raised.value).startswith(f"--{key}={value}:")

@@ -5,17 +5,27 @@ fold, ...)`` (what a recipe's ``prepare:`` key names),
 ``fold_count(**same arguments)``, ``build_manifest(data_folder)`` (every
 utterance), ``NAME`` and ``VOCABULARY`` (its labels -> the shared emotion
 names of :data:`~sercaf_toolkit.corpora.common.SHARED_EMOTIONS`); a corpus
-read from a folder also has ``LAYOUT`` (checked before a run loads
-anything), or its own ``check_data_folder``. The functions here find those
+read from a folder also has ``LAYOUT`` and ``CORPUS_FILES`` (glob patterns
+of its audio: checked before a run loads anything), or its own
+``check_data_folder``; ``PROTOCOLS`` names its speaker-independent
+protocols, and ``labels_of`` gives the labels of a corpus whose labels
+come with the data (see :func:`corpus_labels`). The functions here find those
 by corpus name or in a recipe's unbuilt YAML tree, so that nothing
 downstream knows a corpus.
 """
 
 import collections
 import difflib
+import glob
 import importlib
+import os
 
-from sercaf_toolkit.corpora.common import SHARED_EMOTIONS, require_folder
+from sercaf_toolkit.corpora.common import (
+    RANDOM_PROTOCOL,
+    SHARED_EMOTIONS,
+    CorpusFolderError,
+    require_folder,
+)
 from sercaf_toolkit.errors import UserError
 
 # Corpus name (as users write it) -> module under sercaf_toolkit.corpora.
@@ -153,11 +163,106 @@ def map_rows(rows, vocabulary, classes):
 
 
 def check_corpus_folder(module, data_folder):
-    """Fails in one line when a corpus's folder (or CSV file) is missing."""
+    """Fails in one line when a corpus's folder (or CSV file) is missing,
+    or holds none of the corpus's files (``CORPUS_FILES`` patterns)."""
     if hasattr(module, "check_data_folder"):
         module.check_data_folder(str(data_folder))
     elif hasattr(module, "LAYOUT"):
         require_folder(str(data_folder), module.NAME, module.LAYOUT)
+        patterns = getattr(module, "CORPUS_FILES", ())
+        if patterns and not _holds_any(str(data_folder), patterns):
+            raise CorpusFolderError(
+                f"{module.NAME} folder {data_folder} has no usable "
+                f"utterance: no files like {module.LAYOUT} in it; set "
+                "--data_folder to where the corpus is"
+            )
+
+
+def _holds_any(folder, patterns):
+    """Whether a glob pattern (relative to ``folder``) matches a file.
+
+    Stops at the first match, so a full corpus costs a few directory reads.
+    """
+    for pattern in patterns:
+        for path in glob.iglob(os.path.join(glob.escape(folder), pattern)):
+            if os.path.isfile(path):
+                return True
+    return False
+
+
+def corpus_labels(module, arguments):
+    """The labels a corpus's manifest holds, or ``None`` if unknown.
+
+    The one place to ask a corpus for its label vocabulary: a module's
+    ``labels_of(**preparation arguments)`` where the labels come from the
+    data (a CSV file's label column), else the keys of its
+    ``VOCABULARY`` (every label its preparation writes).
+    """
+    if hasattr(module, "labels_of"):
+        return set(module.labels_of(**arguments))
+    vocabulary = getattr(module, "VOCABULARY", None)
+    return set(vocabulary) if vocabulary else None
+
+
+def check_labels(labels, module, arguments):
+    """Fails in one line when ``labels`` and the corpus's labels differ.
+
+    A class the corpus does not have would never be seen in training; a
+    corpus label that ``labels`` leaves out stops training once the data
+    are prepared. Both are refused before anything is written.
+
+    Example
+    -------
+    >>> from sercaf_toolkit.corpora import emodb
+    >>> every = sorted(emodb.VOCABULARY)
+    >>> check_labels(every, emodb, {})
+    >>> check_labels(["angry"] + every[1:], emodb, {})
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: labels: EmoDB has no class angry \
+(its classes: anger, boredom, disgust, fear, happiness, neutral, \
+sadness); did you mean anger?
+    """
+    if not isinstance(labels, list | tuple):
+        return  # unset, or built at load time
+    known = corpus_labels(module, arguments)
+    if not known:
+        return
+    where = module.NAME
+    if hasattr(module, "labels_of"):  # labels read from the data
+        where += f" ({arguments.get('data_folder')})"
+    given = [str(label) for label in labels]
+    unknown = [label for label in given if label not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UserError(
+            f"labels: {where} has no class {', '.join(unknown)} (its "
+            f"classes: {', '.join(sorted(known))}){hint}"
+        )
+    missing = sorted(known - set(given))
+    if missing:
+        raise UserError(
+            f"labels: {where} also has the class(es) {', '.join(missing)}, "
+            f"which labels leaves out; list every class, e.g. --labels="
+            f"[{','.join(sorted(known))}]"
+        )
+
+
+def check_protocol(module, arguments):
+    """Fails in one line on a protocol the corpus does not have."""
+    protocols = getattr(module, "PROTOCOLS", None)
+    if not protocols or "protocol" not in arguments:
+        return
+    protocol = str(arguments["protocol"])
+    allowed = [*protocols, RANDOM_PROTOCOL]
+    if protocol not in allowed:
+        close = difflib.get_close_matches(protocol, allowed, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UserError(
+            f"protocol: {module.NAME} has no protocol {protocol!r} (use "
+            f"{', '.join(allowed)}){hint}"
+        )
 
 
 def recipe_corpus(tree):
@@ -202,12 +307,15 @@ def recipe_fold_count(tree):
 
 
 def check_recipe_corpus(tree):
-    """Fails in one line on a missing corpus folder or a fold out of range."""
+    """Fails in one line on a missing or empty corpus folder, an unknown
+    protocol, labels that are not the corpus's, or a fold out of range."""
     module, arguments = recipe_corpus(tree)
     if hasattr(module, "check_arguments"):  # several corpora in one
         module.check_arguments(**arguments)
     else:
+        check_protocol(module, arguments)
         check_corpus_folder(module, arguments.get("data_folder", ""))
+        check_labels(tree.get("labels"), module, arguments)
     n_folds = int(module.fold_count(**arguments))
     fold = int(arguments.get("fold", 1))
     if not 1 <= fold <= n_folds:

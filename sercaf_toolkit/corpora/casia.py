@@ -39,6 +39,9 @@ EMOTIONS = {
 VOCABULARY = {label: label for label in set(EMOTIONS.values())}
 NAME = "CASIA"
 LAYOUT = "<speaker>/<emotion>/<NNN>.wav"
+# Where its audio is (glob patterns): a folder without any is not CASIA.
+CORPUS_FILES = ("*/*/*.[wW][aA][vV]",)
+PROTOCOLS = ("leave_one_speaker_out",)  # and RANDOM_PROTOCOL
 EXPECTED_TOTAL = 1200
 EXPECTED_PER_LABEL = {label: 200 for label in set(EMOTIONS.values())}
 

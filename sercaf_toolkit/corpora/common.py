@@ -11,6 +11,7 @@ Authors
 """
 
 import collections
+import difflib
 import json
 import logging
 import os
@@ -183,11 +184,24 @@ class ManifestBuilder:
 
 
 def check_validation(validation):
-    """Fails in one line on an unknown validation policy."""
+    """Fails in one line on an unknown validation policy.
+
+    Example
+    -------
+    >>> check_validation("speakers")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: unknown validation policy \
+'speakers'; use one of speaker, group, none; did you mean speaker?
+    """
     if validation not in VALIDATION_POLICIES:
+        close = difflib.get_close_matches(
+            str(validation), VALIDATION_POLICIES, n=1
+        )
         raise UserError(
             f"unknown validation policy {validation!r}; use one of "
             + ", ".join(VALIDATION_POLICIES)
+            + (f"; did you mean {close[0]}?" if close else "")
         )
 
 

@@ -29,13 +29,37 @@ NAME = "Custom"
 VOCABULARY = {label: label for label in SHARED_EMOTIONS}
 
 
+PROTOCOLS = ("custom_speaker_folds",)  # and RANDOM_PROTOCOL
+
+
 def check_data_folder(data_folder):
-    """Fails in one line when the corpus CSV file is not there."""
+    """Fails in one line when the corpus CSV file is not there or empty."""
     if not os.path.isfile(data_folder):
         raise CorpusFolderError(
             f"corpus CSV file not found: {data_folder}; set --data_folder "
             "to a CSV file with the columns path, label, speaker[, fold]"
         )
+    try:
+        rows = _read_rows(data_folder)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CorpusFolderError(
+            f"corpus CSV file {data_folder} cannot be read ({error}); give "
+            "a UTF-8 CSV file with the columns path, label, speaker[, fold]"
+        ) from None
+    if not rows:  # other problems (columns, paths) are build_manifest's
+        raise CorpusFolderError(
+            f"corpus CSV file {data_folder} lists no audio file; expected "
+            "a header and one row per file with the columns path, label, "
+            "speaker[, fold]"
+        )
+
+
+def labels_of(data_folder, **_):
+    """The labels of the corpus: the CSV's label column (read, not the
+    audio), rows without a label left out."""
+    return {
+        (row.get("label") or "").strip() for row in _read_rows(data_folder)
+    } - {""}
 
 
 def _read_rows(csv_file):

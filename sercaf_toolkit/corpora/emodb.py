@@ -41,6 +41,9 @@ SPEAKER_GENDER = {
 SPEAKERS = sorted(SPEAKER_GENDER)
 NAME = "EmoDB"
 LAYOUT = "wav/ or wav_corpus/ with 03a01Fa.wav"
+# Where its audio is (glob patterns): a folder without any is not EmoDB.
+CORPUS_FILES = ("wav/*.[wW][aA][vV]", "wav_corpus/*.[wW][aA][vV]")
+PROTOCOLS = ("leave_one_speaker_out",)  # and RANDOM_PROTOCOL
 EXPECTED_TOTAL = 535
 EXPECTED_PER_LABEL = {
     "anger": 127, "boredom": 81, "disgust": 46, "fear": 69,

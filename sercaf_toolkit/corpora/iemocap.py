@@ -55,6 +55,8 @@ VOCABULARY = {"neu": "neutral", "hap": "happy", "ang": "angry", "sad": "sad"}
 SESSIONS = (1, 2, 3, 4, 5)
 NAME = "IEMOCAP"
 LAYOUT = "IEMOCAP_full_release with Session1..Session5"
+# Where its audio is (glob patterns): a folder without any is not IEMOCAP.
+CORPUS_FILES = ("Session*/sentences/wav/*/*.[wW][aA][vV]",)
 EXPECTED_TOTAL = 5531
 EXPECTED_PER_LABEL = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 EXPECTED_PER_SESSION = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}

@@ -39,6 +39,9 @@ VOCABULARY = {
 }  # fmt: skip
 NAME = "RAVDESS"
 LAYOUT = "Actor_01/ .. Actor_24/"
+# Where its audio is (glob patterns): a folder without any is not RAVDESS.
+CORPUS_FILES = ("Actor_*/*.[wW][aA][vV]",)
+PROTOCOLS = ("actor_folds_6",)  # and RANDOM_PROTOCOL
 FOLDS = [
     [1, 11, 20, 21],
     [4, 10, 12, 14],

@@ -20,20 +20,86 @@ say which one a table reports.
 The normalised audio is written once (32-bit float WAV, no clipping) to a
 folder beside the corpus, and the manifest rows are pointed at it, so
 every stream and every epoch reads normalised audio at no extra cost.
+That folder is a cache keyed by content (:mod:`sercaf_toolkit.cache`),
+not by corpus or file names: each speaker's statistics are keyed by the
+identity of every one of the speaker's files and the log-mel settings,
+each normalised file by its source file's identity, the gains applied
+and the settings, so a second corpus with the same speaker and file
+names, an edited source file or other settings get entries of their own,
+and a damaged entry is built again with a one-line warning naming it.
 
 Authors
  * sercaf-toolkit developers 2026
 """
 
 import collections
-import json
+import logging
 import os
 
 import numpy as np
 import soundfile
 import torch
 
+from sercaf_toolkit.cache import (
+    content_key,
+    entry_problem,
+    file_identity,
+    keyed_path,
+    read_json,
+    safe_name,
+    write_atomic,
+    write_json_atomic,
+    write_key_file,
+)
 from sercaf_toolkit.data import read_audio
+
+logger = logging.getLogger(__name__)
+
+# The log-mel analysis of the statistics (and the band centres of the
+# gains); part of every cache key.
+N_FFT = 2048
+HOP_LENGTH = 512
+STATISTICS_FOLDER = "statistics"
+
+
+def logmel_settings(n_mels=64, sample_rate=16000):
+    """The settings that shape a speaker's statistics (a cache key part)."""
+    return {
+        "n_mels": int(n_mels),
+        "sample_rate": int(sample_rate),
+        "n_fft": N_FFT,
+        "hop_length": HOP_LENGTH,
+    }
+
+
+def _logmel(n_mels, sample_rate):
+    from sercaf_toolkit.lobes.spectrogram import LogMel
+
+    return LogMel(
+        sample_rate=sample_rate,
+        n_fft=N_FFT,
+        hop_length=HOP_LENGTH,
+        n_mels=n_mels,
+    )
+
+
+def _mean_spectrum(paths, logmel, sample_rate):
+    """Mean log-mel spectrum (dB per band) over all valid frames of files."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for path in paths:
+            feats, mask = logmel(read_audio(path, sample_rate)[None])
+            frames = feats[0][mask[0]].double().numpy()
+            total = total + frames.sum(axis=0)
+            count += len(frames)
+    return total / count, count
+
+
+def _speaker_paths(rows):
+    paths = collections.defaultdict(list)
+    for row in rows:
+        paths[row["speaker"]].append(row["wav"])
+    return {speaker: sorted(found) for speaker, found in paths.items()}
 
 
 def speaker_mean_spectra(rows, n_mels=64, sample_rate=16000):
@@ -53,21 +119,94 @@ def speaker_mean_spectra(rows, n_mels=64, sample_rate=16000):
     dict
         Speaker -> ``[n_mels]`` numpy array (dB).
     """
-    from sercaf_toolkit.lobes.spectrogram import LogMel
-
-    logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels)
-    sums = collections.defaultdict(lambda: np.zeros(n_mels))
-    counts = collections.Counter()
-    with torch.no_grad():
-        for row in rows:
-            feats, mask = logmel(read_audio(row["wav"], sample_rate)[None])
-            frames = feats[0][mask[0]].double().numpy()
-            sums[row["speaker"]] += frames.sum(axis=0)
-            counts[row["speaker"]] += len(frames)
-    return {spk: sums[spk] / counts[spk] for spk in sums}
+    logmel = _logmel(n_mels, sample_rate)
+    return {
+        speaker: _mean_spectrum(paths, logmel, sample_rate)[0]
+        for speaker, paths in _speaker_paths(rows).items()
+    }
 
 
-def band_centres(n_mels=64, sample_rate=16000, n_fft=2048):
+def cached_speaker_spectra(rows, folder, n_mels=64, sample_rate=16000):
+    """:func:`speaker_mean_spectra`, each speaker's kept in ``folder``.
+
+    A speaker's entry (``<folder>/statistics/<speaker>-<key>.json``) is
+    keyed by the identity of every file of the speaker and the log-mel
+    settings: a speaker the cache has not seen, or whose files changed,
+    is computed; a damaged entry is computed again with a warning.
+
+    Returns
+    -------
+    dict
+        Speaker -> ``[n_mels]`` numpy array (dB).
+    """
+    settings = logmel_settings(n_mels, sample_rate)
+    logmel = None
+    means = {}
+    for speaker, paths in sorted(_speaker_paths(rows).items()):
+        sources = [file_identity(path) for path in paths]
+        key = content_key("speaker-statistics", sources=sources, **settings)
+        entry = keyed_path(
+            os.path.join(folder, STATISTICS_FOLDER), speaker, key, ".json"
+        )
+        problem = entry_problem(entry, key, _statistics_problem(n_mels))
+        if problem is None:
+            means[speaker] = np.asarray(read_json(entry)["mean_db"])
+            continue
+        if problem != "missing":
+            logger.warning(
+                "speaker statistics %s: %s; computing them again",
+                entry,
+                problem,
+            )
+        if logmel is None:
+            logmel = _logmel(n_mels, sample_rate)
+        mean, frames = _mean_spectrum(paths, logmel, sample_rate)
+        write_json_atomic(
+            entry,
+            {"speaker": speaker, "frames": frames, "mean_db": mean.tolist()},
+        )
+        write_key_file(
+            entry,
+            key,
+            size=os.path.getsize(entry),
+            speaker=speaker,
+            settings=settings,
+            sources=sources,
+        )
+        means[speaker] = mean
+    return means
+
+
+def _statistics_problem(n_mels):
+    def check(entry, _):
+        data = read_json(entry)
+        mean = (data or {}).get("mean_db")
+        if (
+            not isinstance(mean, list)
+            or len(mean) != n_mels
+            or not np.all(np.isfinite(np.asarray(mean, dtype=float)))
+        ):
+            return f"it holds no mean spectrum of {n_mels} finite values"
+        return None
+
+    return check
+
+
+def _wav_problem(entry, record):
+    try:
+        info = soundfile.info(entry)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        return f"it is not a readable audio file ({error})"
+    if info.frames != record.get("frames"):
+        return f"it holds {info.frames} frames, its key file says " + str(
+            record.get("frames")
+        )
+    if info.samplerate != record.get("sample_rate"):
+        return f"its sample rate is {info.samplerate}"
+    return None
+
+
+def band_centres(n_mels=64, sample_rate=16000, n_fft=N_FFT):
     """Centre frequencies (Hz) of the log-mel bands of the toolkit."""
     from sercaf_toolkit.lobes.spectrogram import LogMel
 
@@ -95,53 +234,89 @@ def apply_band_gains(wav, gains_db, centres, sample_rate=16000):
     return np.fft.irfft(spectrum * gains, n=length + pad)[:length]
 
 
-def normalize_speakers(rows, folder, n_mels=64, max_gain_db=30.0):
+def normalize_speakers(
+    rows, folder, n_mels=64, max_gain_db=30.0, sample_rate=16000
+):
     """Writes speaker-normalised copies of the audio; returns new rows.
 
     Every speaker's mean log-mel spectrum is moved to the mean over all
-    speakers (each speaker counted once). Files already written are
-    reused; ``speaker_gains.json`` in ``folder`` records the gains.
+    speakers (each speaker counted once). ``folder`` is a cache keyed by
+    content (see the module docstring): a file is reused only when it was
+    made from the same source file (path, size, times), with the same
+    gains and settings; otherwise it is made again.
 
     Arguments
     ---------
     rows : list of dict
         Manifest rows (``wav``, ``speaker``, ``ID``).
     folder : str
-        Where the normalised audio goes (one subfolder per speaker).
+        Where the normalised audio goes (one subfolder per speaker, the
+        speakers' statistics in ``statistics/``).
     n_mels : int
         Mel bands of the statistics.
     max_gain_db : float
         Gains are clipped to +- this.
+    sample_rate : int
+        Sample rate the audio is read at and written with.
 
     Returns
     -------
     list of dict
         The rows with ``wav`` pointing at the normalised files.
     """
-    gains_file = os.path.join(folder, "speaker_gains.json")
-    if os.path.exists(gains_file):
-        with open(gains_file, encoding="utf-8") as source:
-            gains = {k: np.asarray(v) for k, v in json.load(source).items()}
-    else:
-        means = speaker_mean_spectra(rows, n_mels)
-        target = np.mean(list(means.values()), axis=0)
-        gains = {
-            spk: np.clip(target - mean, -max_gain_db, max_gain_db)
-            for spk, mean in means.items()
-        }
-        os.makedirs(folder, exist_ok=True)
-        with open(gains_file + ".tmp", "w", encoding="utf-8") as out:
-            json.dump({k: v.tolist() for k, v in gains.items()}, out)
-        os.replace(gains_file + ".tmp", gains_file)
-    centres = band_centres(n_mels)
-    new_rows = []
+    means = cached_speaker_spectra(rows, folder, n_mels, sample_rate)
+    target = np.mean([means[speaker] for speaker in sorted(means)], axis=0)
+    gains = {
+        speaker: np.clip(target - mean, -max_gain_db, max_gain_db)
+        for speaker, mean in means.items()
+    }
+    centres = band_centres(n_mels, sample_rate)
+    settings = logmel_settings(n_mels, sample_rate)
+    new_rows, built = [], 0
     for row in rows:
-        path = os.path.join(folder, row["speaker"], row["ID"] + ".wav")
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            wav = read_audio(row["wav"]).double().numpy()
-            out = apply_band_gains(wav, gains[row["speaker"]], centres)
-            soundfile.write(path + ".part.wav", out, 16000, subtype="FLOAT")
-            os.replace(path + ".part.wav", path)
+        speaker = row["speaker"]
+        source = file_identity(row["wav"])
+        key = content_key(
+            "speaker-normalized-audio",
+            source=source,
+            gains_db=gains[speaker].tolist(),
+            **settings,
+        )
+        path = keyed_path(
+            os.path.join(folder, safe_name(speaker)), row["ID"], key, ".wav"
+        )
+        problem = entry_problem(path, key, _wav_problem)
+        if problem is not None:
+            if problem != "missing":
+                logger.warning(
+                    "speaker-normalised audio %s: %s; writing it again",
+                    path,
+                    problem,
+                )
+            wav = read_audio(row["wav"], sample_rate).double().numpy()
+            out = apply_band_gains(wav, gains[speaker], centres, sample_rate)
+            write_atomic(
+                path,
+                lambda temporary, out=out: soundfile.write(
+                    temporary, out, sample_rate, subtype="FLOAT", format="WAV"
+                ),
+            )
+            write_key_file(
+                path,
+                key,
+                size=os.path.getsize(path),
+                frames=len(out),
+                sample_rate=int(sample_rate),
+                source=source,
+                speaker=speaker,
+                gains_db=gains[speaker].tolist(),
+            )
+            built += 1
         new_rows.append({**row, "wav": os.path.abspath(path)})
+    logger.info(
+        "speaker normalisation: %d files written, %d reused from %s",
+        built,
+        len(rows) - built,
+        folder,
+    )
     return new_rows

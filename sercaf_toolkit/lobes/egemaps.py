@@ -100,6 +100,11 @@ class EGeMAPSDescriptors(torch.nn.Module):
 
     def _descriptors(self, samples):
         """``[frames, 25]`` float32 descriptors of one 1-D numpy waveform."""
+        # Keyed by content already: the hash covers every sample (and so
+        # the length), the samples are always float32, and the other
+        # inputs (sample rate, feature set) are fixed for this instance.
+        # The cache lives in memory only, so no entry outlives a change
+        # of openSMILE or of this code.
         key = hashlib.blake2b(samples.tobytes(), digest_size=16).digest()
         found = self._cache.get(key)
         if found is not None:
