@@ -254,8 +254,9 @@ def scores(true, predicted):
 
 def spread(values):
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {std:.3f}"
+    if len(values) < 2:  # one run shows no spread; 0.000 would claim one
+        return f"{mean:.3f} ± n/a"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
 
 def format_table(results, runs_per_row):

@@ -199,6 +199,10 @@ def _test_metrics(summary):
         "WA": summary["WA"],
         "UA": summary["UA"],
         "F1": summary["macro_F1"],
+        # The labels the averages are over: classes absent from the test
+        # set (or, for F1, also never predicted) are left out of them.
+        "UA_classes": summary["UA_classes"],
+        "F1_classes": summary["F1_classes"],
         "weighted_F1": summary["weighted_F1"],
         "per_class_recall": summary["per_class_recall"],
         "per_class_F1": summary["per_class_F1"],
@@ -240,6 +244,11 @@ def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
     >>> metrics = json.load(open(paths["metrics"]))
     >>> metrics["WA"], metrics["UA"], metrics["confusion_matrix"]
     (0.5, 0.5, [[1, 0], [1, 0]])
+    >>> rows = [("a", 0, [0.9, 0.1, 0.0]), ("b", 1, [0.8, 0.2, 0.0])]
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y", "z"], rows)
+    >>> metrics = json.load(open(paths["metrics"]))  # no "z" to test on
+    >>> metrics["per_class_recall"], metrics["F1_classes"]
+    ({'x': 1.0, 'y': 0.0, 'z': None}, ['x', 'y'])
     """
     os.makedirs(folder, exist_ok=True)
     paths = {
