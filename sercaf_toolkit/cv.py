@@ -215,7 +215,7 @@ class CrossValidation:
         if not self.rerun:
             raise UserError(
                 f"{folder} finished with {difference}; pass --rerun to run "
-                "it again, or --output-root for a new folder"
+                "it again, or --output_root for a new folder"
             )
         print(f"[sercaf cv] {folder}: rerun ({difference})", flush=True)
         shutil.rmtree(folder)

@@ -62,6 +62,11 @@ from sercaf_toolkit.lobes.egemaps import check_opensmile
 from sercaf_toolkit.lobes.ssl import check_ssl_source
 from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
+from sercaf_toolkit.recipe_options import (
+    print_help_and_exit,
+    recipe_keys,
+    respell_options,
+)
 
 # The keys that the runner, SERBrain, the data loaders and SpeechBrain's
 # Brain (its run options) read by name; every other key of a recipe exists
@@ -405,8 +410,26 @@ def write_refit_manifests(output_folder, refit_hparams):
     write_manifest(splits["test"], refit_hparams["test_csv"], fields)
 
 
+def recipe_command_line(argv, script_dir=None):
+    """A recipe's arguments before SpeechBrain parses them.
+
+    Answers ``--help`` (the recipe's keys, not only SpeechBrain's run
+    options: SpeechBrain's parser knows no keys) and respells
+    ``--key-name`` as the key ``--key_name``.
+    """
+    script_dir = script_dir or os.getcwd()
+    print_help_and_exit(argv, script_dir, os.path.join(script_dir, "train.py"))
+    if not argv or argv[0].startswith("-"):
+        return list(argv)  # SpeechBrain reports the missing hparams file
+    path = resolve_hparams_path(argv[0], script_dir)
+    return respell_options(argv, recipe_keys(path))
+
+
 def load_recipe(argv, script_dir=None):
     """Parses, merges and checks a recipe's hparams; builds nothing.
+
+    ``-h``/``--help`` prints the recipe's keys and exits 0; a key may
+    be given as ``--key-name`` too (see :mod:`sercaf_toolkit.recipe_options`).
 
     Returns
     -------
@@ -414,6 +437,7 @@ def load_recipe(argv, script_dir=None):
         The hparams path, SpeechBrain's run options, the overrides (YAML
         text), the merged YAML text and its resolved, unbuilt tree.
     """
+    argv = recipe_command_line(argv, script_dir)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
     composed, tree = checked_hparams(hparams_file, overrides)

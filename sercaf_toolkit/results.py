@@ -210,7 +210,7 @@ def merge_summaries(paths):
 
     Experiments are named ``<folder of the summary>/<experiment>``, so that
     runs of the same hparams file with other SSL models or encoders (each
-    in its own ``--output-root``) stay apart.
+    in its own ``--output_root``) stay apart.
     """
     experiments = {}
     for path in paths:
