@@ -5,8 +5,10 @@ folder (such as a recipe's ``inference/``) and returns one record per file,
 or, for recordings longer than ``long_threshold`` seconds, an emotion
 timeline: overlapping windows are classified, the recording is tiled into
 one segment per window (boundaries halfway between window centres), and
-adjacent segments with the same label are merged. ``sercaf predict`` is
-the same thing on the command line.
+adjacent segments with the same label are merged. A record's ``flag``
+says when its label means little (``too_short``, ``silent``) or that the
+file held no audio (``empty``). ``sercaf predict`` is the same thing on
+the command line.
 
 Authors
  * sercaf-toolkit developers 2026
