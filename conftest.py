@@ -1,9 +1,33 @@
-"""Test-wide settings: no model hub, few threads, quiet HF progress bars."""
+"""Test-wide settings: no model hub, few threads, quiet HF progress bars;
+and the work tree as clean after the tests as before."""
 
 import os
+import pathlib
+
+import pytest
+
+from tests.worktree import left_behind, worktree_entries
+
+ROOT = pathlib.Path(__file__).resolve().parent
 
 # Set before transformers / huggingface_hub are imported anywhere: tests
 # must never reach for the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def work_tree_left_clean():
+    """Fails the session (an error after the last test) when the tests
+    left files in the work tree: they belong in temporary folders."""
+    before = worktree_entries(ROOT)
+    yield
+    stray = left_behind(before, worktree_entries(ROOT))
+    if stray:
+        shown = ", ".join(stray[:10]) + (" ..." if len(stray) > 10 else "")
+        pytest.fail(
+            f"the tests left {len(stray)} file(s) in the work tree {ROOT} "
+            f"(git status --ignored): {shown}; write them under tmp_path",
+            pytrace=False,
+        )

@@ -3,7 +3,17 @@
 for the eGeMAPS stream, ``.[baselines]`` for the eGeMAPS baseline of
 benchmarks/learning.py)."""
 
+import re
+
 from setuptools import find_packages, setup
+
+# The version is written once, in sercaf_toolkit/__init__.py (what
+# `sercaf --version` prints); read as text, since importing the package
+# needs its dependencies installed.
+with open("sercaf_toolkit/__init__.py", encoding="utf-8") as init:
+    VERSION = re.search(
+        r'^__version__ = "([^"]+)"', init.read(), re.MULTILINE
+    ).group(1)
 
 # Private (underscore) or undocumented APIs the toolkit relies on. A release
 # may change them without notice, hence the upper bounds on speechbrain and
@@ -36,7 +46,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="sercaf-toolkit",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Dual-stream speech emotion recognition with cross-attention "
         "fusion, on SpeechBrain"

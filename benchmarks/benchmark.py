@@ -34,7 +34,6 @@ DPCNN with 250 filters); ``--size tiny`` the toolkit's tiny wav2vec2
 (``sercaf_toolkit.tiny_ssl``, the test suite's) for smoke tests.
 """
 
-import argparse
 import dataclasses
 import os
 import resource
@@ -49,6 +48,7 @@ import speechbrain as sb
 import torch
 import transformers
 
+from sercaf_toolkit.cli import Parser
 from sercaf_toolkit.lobes import (
     DPCNN,
     ConcatFusion,
@@ -739,7 +739,8 @@ def demo_label_agreement(utterances=6, epochs=6):
 
 def parse_args(argv=None):
     """The command line (see the module's docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # Both spellings of each option, as every sercaf command takes them.
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -749,7 +750,7 @@ def parse_args(argv=None):
         "--steps", type=int, default=4, help="timed batches per figure"
     )
     parser.add_argument(
-        "--max-batch-length",
+        "--max_batch_length",
         type=float,
         default=None,
         help="seconds of audio per batch (default: 60 base, 20 tiny)",

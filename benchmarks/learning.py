@@ -34,7 +34,6 @@ Needs the ``baselines`` extra for row 1 (``pip install -e .[baselines]``,
 which installs ``opensmile``).
 """
 
-import argparse
 import contextlib
 import csv
 import json
@@ -55,6 +54,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from sercaf_toolkit.cli import Parser  # noqa: E402
 from sercaf_toolkit.corpora.expressive import prepare_expressive  # noqa: E402
 from sercaf_toolkit.data import read_audio, read_manifest  # noqa: E402
 
@@ -254,8 +254,9 @@ def scores(true, predicted):
 
 def spread(values):
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {std:.3f}"
+    if len(values) < 2:  # one run shows no spread; 0.000 would claim one
+        return f"{mean:.3f} ± n/a"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
 
 def format_table(results, runs_per_row):
@@ -277,7 +278,8 @@ def format_table(results, runs_per_row):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # Both spellings of each option, as every sercaf command takes them.
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1,2,3,4,5", help="rows to run")
     parser.add_argument("--folds", default="1,2,3,4", help="folds (1..4)")
     parser.add_argument("--seeds", default="1", help="seeds of rows 3-5")

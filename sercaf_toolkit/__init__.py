@@ -7,6 +7,7 @@ cross-attention fusion (Yu et al., 2024), as composable SpeechBrain lobes.
 
 import logging
 
+# The one place the version is written: setup.py reads it from here.
 __version__ = "0.1.0"
 
 

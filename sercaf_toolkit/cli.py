@@ -1,15 +1,22 @@
 """The ``sercaf`` command line.
 
-    sercaf cv RECIPE HPARAMS [HPARAMS ...] [--folds 1-3] [--output-root DIR]
-              [--gpus 0,1] [-- --key=value ...]
+    sercaf cv RECIPE HPARAMS [HPARAMS ...] [--folds 1-3] [--output_root DIR]
+              [--gpus 0,1] [--threads N] [-- --key=value ...]
     sercaf predict MODEL_DIR|MODEL.onnx INPUT [INPUT ...] [--out FILE.csv|.json]
-              [--batch-size N] [--device cpu|cuda] [--window S --hop S]
-              [--long-threshold S] [--plot FILE.png]
+              [--batch_size N] [--device cpu|cuda] [--threads N]
+              [--window S --hop S] [--long_threshold S] [--min_seconds S]
+              [--plot FILE.png]
     sercaf attention MODEL_DIR AUDIO [--out attention.png] [--json FILE]
     sercaf export-onnx MODEL_DIR OUT.onnx [--int8]
     sercaf evaluate MODEL_DIR (--corpus NAME --data_folder DIR | --csv FILE)
-              [--fold K] [--out DIR] [--batch-size N] [--device cpu|cuda]
+              [--fold K] [--out DIR] [--batch_size N] [--device cpu|cuda]
+              [--threads N]
     sercaf table CV_SUMMARY [CV_SUMMARY ...] [--out results.md]
+    sercaf --version
+
+Options are spelt with underscores, as recipe keys and SpeechBrain's run
+options are; each also answers to its hyphenated spelling
+(``--batch-size``), as recipe overrides do (``--data-folder=...``).
 
 A mistake in the command (a missing file, an option out of range) ends in
 one line, ``sercaf: error: ...``, and exit status 2, before any model is
@@ -24,7 +31,9 @@ import argparse
 import os
 import sys
 
+from sercaf_toolkit import __version__
 from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.threads import default_threads, use_threads
 
 # Heavy modules (torch, SpeechBrain) are imported inside the subcommands,
 # after the arguments are checked: a mistake is reported in a blink.
@@ -41,8 +50,56 @@ def plural(count, word, words=None):
     return f"{count} {word if count == 1 else words or word + 's'}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports a usage mistake on one line, as every other mistake is."""
+def other_spelling(option):
+    """``--key_name`` <-> ``--key-name``; None for a one-word option.
+
+    Example
+    -------
+    >>> other_spelling("--batch_size"), other_spelling("--long-threshold")
+    ('--batch-size', '--long_threshold')
+    >>> other_spelling("--out") is None, other_spelling("-h") is None
+    (True, True)
+    """
+    if not option.startswith("--"):
+        return None
+    name = option[2:]
+    if "_" in name:
+        return "--" + name.replace("_", "-")
+    if "-" in name:
+        return "--" + name.replace("-", "_")
+    return None
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes both spellings of every option and
+    reports a usage mistake on one line, as every other mistake is.
+
+    An option declared as ``--key_name`` also answers to ``--key-name``
+    (and the reverse): the other spelling is a hidden alias, so ``-h``
+    lists each option once, in the documented (underscore) spelling.
+
+    Example
+    -------
+    >>> parser = Parser(prog="demo")
+    >>> _ = parser.add_argument("--batch_size", type=int, default=8)
+    >>> parser.parse_args(["--batch-size", "2"]).batch_size
+    2
+    """
+
+    def add_argument(self, *names, **kwargs):
+        """As ``ArgumentParser.add_argument``, plus the other spellings."""
+        action = super().add_argument(*names, **kwargs)
+        aliases = [other_spelling(name) for name in names]
+        aliases = [
+            alias
+            for alias in aliases
+            if alias and alias not in self._option_string_actions
+        ]
+        if aliases:
+            hidden = {**kwargs, "dest": action.dest, "help": argparse.SUPPRESS}
+            hidden.pop("required", None)  # the documented one is
+            super().add_argument(*aliases, **hidden)
+        return action
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
@@ -135,10 +192,30 @@ def _check_model(model, onnx_ok=True):
     require("onnxruntime")
 
 
-def _batch_and_device_options(parser, unit):
-    """--batch-size and --device, as predict and evaluate take them."""
+def _threads_option(parser, what):
     parser.add_argument(
-        "--batch-size",
+        "--threads",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"CPU threads {what} (default: OMP_NUM_THREADS if set, else "
+        f"the cores, at most 4: here {default_threads()})",
+    )
+
+
+def _check_threads(args):
+    """Fills in the default thread count; refuses one below 1."""
+    if args.threads is None:
+        args.threads = default_threads()
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: give 1 or more")
+
+
+def _batch_and_device_options(parser, unit):
+    """--batch_size, --device and --threads, as predict and evaluate
+    take them."""
+    parser.add_argument(
+        "--batch_size",
         type=int,
         metavar="N",
         default=8,
@@ -149,14 +226,16 @@ def _batch_and_device_options(parser, unit):
         default="cpu",
         help="cpu, cuda, cuda:1, ... (default: %(default)s)",
     )
+    _threads_option(parser, "that the model runs on")
 
 
 def _check_batch_and_device(args):
     if args.batch_size < 1:
         raise UserError(
-            f"--batch-size {args.batch_size}: give a positive number"
+            f"--batch_size {args.batch_size}: give a positive number"
         )
     _check_device(args.device)
+    _check_threads(args)
 
 
 def _check_device(device):
@@ -199,7 +278,7 @@ def _cv_parser(subparsers):
         "--folds", help="folds to run, e.g. 1-3,5 (default: all)"
     )
     parser.add_argument(
-        "--output-root",
+        "--output_root",
         help="where results go (default: results/cv/<recipe folder name>)",
     )
     parser.add_argument(
@@ -219,6 +298,7 @@ def _cv_parser(subparsers):
         help="run again the folds that finished with another hparams file "
         "or other overrides (default: refuse them, naming the setting)",
     )
+    _threads_option(parser, "of each fold's process")
     _debug_option(parser)
     parser.set_defaults(func=_cv)
     return parser
@@ -227,6 +307,7 @@ def _cv_parser(subparsers):
 def _cv(args):
     # CrossValidation checks the recipe, the hparams files (in the working
     # directory, then in the recipe), folds, seeds and finished runs.
+    _check_threads(args)
     gpus = None
     if args.gpus is not None:
         try:
@@ -247,6 +328,7 @@ def _cv(args):
         gpus=gpus,
         seeds=args.seeds,
         rerun=args.rerun,
+        threads=args.threads,
     )
     summary = cv.run()
     print(f"[sercaf cv] wrote {cv.output_root}/cv_summary.json and results.md")
@@ -264,10 +346,12 @@ def _predict_parser(subparsers):
         help="label audio files, folders or path lists with a trained model",
         description=(
             "Labels audio with an EncoderClassifier-compatible model folder. "
-            "Recordings longer than --long-threshold seconds get an emotion "
+            "Recordings longer than --long_threshold seconds get an emotion "
             "timeline from overlapping windows. A file that cannot be read "
             "gets a row with its error; the exit status is 1 if any failed. "
-            "Relative paths in list files start from the current folder."
+            "The flag column marks inputs whose label means little: "
+            "too_short, silent (or empty, with its error). Relative paths "
+            "in list files start from the current folder."
         ),
     )
     parser.add_argument(
@@ -284,7 +368,7 @@ def _predict_parser(subparsers):
     parser.add_argument(
         "--out",
         metavar="FILE",
-        help="results .csv or .json (default: CSV on stdout)",
+        help="results file, .csv or .json (default: CSV on stdout)",
     )
     _batch_and_device_options(parser, "files (or windows)")
     parser.add_argument(
@@ -302,7 +386,7 @@ def _predict_parser(subparsers):
         help="timeline window shift, seconds (default: %(default)s)",
     )
     parser.add_argument(
-        "--long-threshold",
+        "--long_threshold",
         type=float,
         metavar="SEC",
         default=30.0,
@@ -310,13 +394,22 @@ def _predict_parser(subparsers):
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--min_seconds",
+        type=float,
+        metavar="SEC",
+        # inference.MIN_SECONDS, which imports torch: not for a parser
+        default=1.0,
+        help="recordings shorter than this many seconds are flagged "
+        "too_short (default: %(default)s)",
+    )
+    parser.add_argument(
         "--plot",
         metavar="PNG",
         help="PNG of class probabilities over time of the recordings "
-        "longer than --long-threshold",
+        "longer than --long_threshold",
     )
     parser.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bars"
+        "--no_progress", action="store_true", help="hide the progress bars"
     )
     _debug_option(parser)
     parser.set_defaults(func=_predict)
@@ -333,8 +426,16 @@ def _check_predict_args(args):
         )
     if args.long_threshold < 0:
         raise UserError(
-            f"--long-threshold {args.long_threshold}: give 0 seconds or more"
+            f"--long_threshold {args.long_threshold}: give 0 seconds or more"
         )
+    if args.min_seconds < 0:
+        raise UserError(
+            f"--min_seconds {args.min_seconds}: give 0 seconds or more"
+        )
+    if args.out is not None:
+        from sercaf_toolkit.inference import check_output_path
+
+        check_output_path(args.out)
     for option, target in (("--out", args.out), ("--plot", args.plot)):
         if target is not None:
             _writable_target(target, option)
@@ -355,6 +456,7 @@ def _predict(args):
 
     from sercaf_toolkit.inference import EmotionPredictor, write_records
 
+    use_threads(args.threads)
     predictor = EmotionPredictor(
         args.model_dir,
         device=args.device,
@@ -362,6 +464,7 @@ def _predict(args):
         window=args.window,
         hop=args.hop,
         long_threshold=args.long_threshold,
+        min_seconds=args.min_seconds,
     )
     records, report = predictor.predict(
         paths, progress=not args.no_progress, expand=False
@@ -370,9 +473,14 @@ def _predict(args):
     if args.plot:
         _plot_timelines(args, records, report, predictor.labels)
     rtf = report["real_time_factor"]
+    flags = "".join(
+        f", {plural(count, 'row')} {flag}"
+        for flag, count in sorted(report["flags"].items())
+    )
     print(
         f"[sercaf predict] {plural(report['files'], 'file')}, "
-        f"{report['failures']} failed, {report['audio_seconds']:.1f} s of "
+        f"{report['failures']} failed{flags}, "
+        f"{report['audio_seconds']:.1f} s of "
         f"audio in {report['wall_seconds']:.1f} s (real-time factor "
         + (f"{rtf:.3f})" if rtf is not None else "n/a)"),
         file=sys.stderr,
@@ -390,8 +498,8 @@ def _plot_timelines(args, records, report, labels):
         # nothing to show.
         print(
             f"[sercaf predict] no plot written: no recording was longer "
-            f"than --long-threshold {args.long_threshold:g} s (longest: "
-            f"{report['longest_seconds']:.1f} s); lower --long-threshold "
+            f"than --long_threshold {args.long_threshold:g} s (longest: "
+            f"{report['longest_seconds']:.1f} s); lower --long_threshold "
             "to get timelines",
             file=sys.stderr,
         )
@@ -548,9 +656,7 @@ def _evaluate_parser(subparsers):
         "--corpus",
         help="corpus name: EmoDB, RAVDESS, CASIA, IEMOCAP, Demo, Expressive",
     )
-    parser.add_argument(
-        "--data_folder", "--data-folder", help="the corpus folder"
-    )
+    parser.add_argument("--data_folder", help="the corpus folder")
     parser.add_argument(
         "--csv",
         metavar="FILE",
@@ -571,7 +677,7 @@ def _evaluate_parser(subparsers):
     )
     _batch_and_device_options(parser, "files")
     parser.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar"
+        "--no_progress", action="store_true", help="hide the progress bar"
     )
     _debug_option(parser)
     parser.set_defaults(func=_evaluate)
@@ -585,6 +691,7 @@ def _evaluate(args):
     _check_batch_and_device(args)
     from sercaf_toolkit.evaluate import evaluate_corpus
 
+    use_threads(args.threads)
     result = evaluate_corpus(
         args.model_dir,
         corpus=args.corpus,
@@ -644,7 +751,13 @@ def _table(args):
 
 def build_parser():
     """The ``sercaf`` argument parser; each subcommand sets ``func``."""
-    parser = _Parser(prog="sercaf", description="sercaf-toolkit command line")
+    parser = Parser(prog="sercaf", description="sercaf-toolkit command line")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the toolkit's version and exit",
+    )
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -39,7 +39,9 @@ from sercaf_toolkit.hparams import (
     overrides_dict,
     resolve_hparams_path,
 )
+from sercaf_toolkit.recipe_options import recipe_keys, respell_options
 from sercaf_toolkit.results import results_table, summarize_runs
+from sercaf_toolkit.threads import default_threads, thread_environment
 
 
 def parse_folds(text, n_folds=None):
@@ -108,6 +110,9 @@ class CrossValidation:
     rerun : bool
         Run again the folds that finished with other settings (their
         folder is emptied first) instead of refusing.
+    threads : int, optional
+        CPU threads of each fold's process (``OMP_NUM_THREADS``); default
+        :func:`~sercaf_toolkit.threads.default_threads`.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class CrossValidation:
         gpus=None,
         seeds=None,
         rerun=False,
+        threads=None,
     ):
         self.train_py = (
             recipe
@@ -132,8 +138,8 @@ class CrossValidation:
                 "such as recipes/Demo"
             )
         recipe_dir = os.path.dirname(os.path.abspath(self.train_py))
-        self.overrides = list(overrides)
         self.rerun = rerun
+        self.threads = threads or default_threads()
         self.hparams = {}
         for path in hparams_files:
             path = os.path.abspath(resolve_hparams_path(path, recipe_dir))
@@ -141,6 +147,10 @@ class CrossValidation:
             if stem in self.hparams:
                 raise UserError(f"two hparams files named {stem}.yaml")
             self.hparams[stem] = path
+        # --key-name as --key_name, as the recipe takes it: a finished run
+        # records the key, and is compared with these.
+        keys = set().union(*map(recipe_keys, self.hparams.values()))
+        self.overrides = respell_options(list(overrides), keys)
         self.output_root = output_root or os.path.join(
             "results", "cv", os.path.basename(recipe_dir)
         )
@@ -215,7 +225,7 @@ class CrossValidation:
         if not self.rerun:
             raise UserError(
                 f"{folder} finished with {difference}; pass --rerun to run "
-                "it again, or --output-root for a new folder"
+                "it again, or --output_root for a new folder"
             )
         print(f"[sercaf cv] {folder}: rerun ({difference})", flush=True)
         shutil.rmtree(folder)
@@ -260,7 +270,8 @@ class CrossValidation:
     def _run_fold(self, job, position, total, gpu=None):
         folder = self.fold_dir(job[0], job[2], job[1])
         os.makedirs(folder, exist_ok=True)
-        env = dict(os.environ)
+        # Folds running side by side (one per GPU) share the CPU cores.
+        env = thread_environment(self.threads)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         print(

@@ -5,8 +5,10 @@ folder (such as a recipe's ``inference/``) and returns one record per file,
 or, for recordings longer than ``long_threshold`` seconds, an emotion
 timeline: overlapping windows are classified, the recording is tiled into
 one segment per window (boundaries halfway between window centres), and
-adjacent segments with the same label are merged. ``sercaf predict`` is
-the same thing on the command line.
+adjacent segments with the same label are merged. A record's ``flag``
+says when its label means little (``too_short``, ``silent``) or that the
+file held no audio (``empty``). ``sercaf predict`` is the same thing on
+the command line.
 
 Authors
  * sercaf-toolkit developers 2026
@@ -30,6 +32,13 @@ from sercaf_toolkit.integrity import CHECKSUMS, damage
 
 SAMPLE_RATE = 16000
 LIST_EXTENSIONS = (".txt", ".lst", ".list", ".scp")
+# What write_records writes, by the extension of its path.
+OUTPUT_EXTENSIONS = (".csv", ".json")
+# Below this many seconds a label says little (acted corpora's utterances
+# last 1-10 s), and below the model's receptive field none can be given.
+MIN_SECONDS = 1.0
+# A peak under -60 dBFS: digital silence, or a line with nothing on it.
+SILENT_PEAK = 10 ** (-60 / 20)
 
 
 def audio_extensions():
@@ -298,6 +307,68 @@ def window_spans(duration, window, hop):
     return spans
 
 
+def audio_flags(wav, min_seconds=MIN_SECONDS):
+    """What a row's ``flag`` says about a waveform: too short, silent.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        1-D 16 kHz waveform.
+    min_seconds : float
+        Shorter waveforms are ``too_short``.
+
+    Returns
+    -------
+    str
+        ``""``, ``"too_short"``, ``"silent"`` or ``"too_short;silent"``.
+
+    Example
+    -------
+    >>> audio_flags(torch.zeros(8000)), audio_flags(torch.ones(32000) / 2)
+    ('too_short;silent', '')
+    """
+    flags = []
+    if len(wav) < min_seconds * SAMPLE_RATE:
+        flags.append("too_short")
+    if not len(wav) or float(wav.abs().max()) < SILENT_PEAK:
+        flags.append("silent")
+    return ";".join(flags)
+
+
+def _is_empty(path):
+    """Whether an audio file's header announces no samples at all."""
+    try:
+        return soundfile.info(path).frames == 0
+    except Exception:  # soundfile raises several types; not audio: not empty
+        return False
+
+
+def check_output_path(path):
+    """Refuses an output file that :func:`write_records` cannot write.
+
+    Raises
+    ------
+    UserError
+        Naming the extension and the ones that can be written.
+
+    Example
+    -------
+    >>> check_output_path("labels.JSON")
+    >>> check_output_path("labels.xlsx")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: --out labels.xlsx: cannot write \
+.xlsx files; give a file name ending in .csv or .json
+    """
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in OUTPUT_EXTENSIONS:
+        what = f"{extension} files" if extension else "a name without extension"
+        raise UserError(
+            f"--out {path}: cannot write {what}; give a file name ending "
+            f"in {' or '.join(OUTPUT_EXTENSIONS)}"
+        )
+
+
 def check_model_folder(model_dir):
     """Refuses a model folder whose files do not match its checksums.
 
@@ -390,6 +461,9 @@ class EmotionPredictor:
         Window length and shift, in seconds, for long recordings.
     long_threshold : float
         Recordings longer than this (seconds) get a timeline; ``None``: never.
+    min_seconds : float
+        Recordings shorter than this are flagged ``too_short`` (see
+        :meth:`predict`).
     savedir : str, optional
         Where SpeechBrain links the model files (default: a temporary
         folder removed with the predictor).
@@ -403,6 +477,7 @@ class EmotionPredictor:
         window=4.0,
         hop=2.0,
         long_threshold=30.0,
+        min_seconds=MIN_SECONDS,
         savedir=None,
     ):
         from sercaf_toolkit.onnx_runtime import OnnxModel, is_onnx_path
@@ -424,6 +499,7 @@ class EmotionPredictor:
         self.window = window
         self.hop = hop
         self.long_threshold = long_threshold
+        self.min_seconds = min_seconds
 
     def _load_folder(self, model_dir, device, savedir):
         from speechbrain.inference.classifiers import EncoderClassifier
@@ -495,7 +571,7 @@ class EmotionPredictor:
             bar.close()
         return result
 
-    def _record(self, path, start, end, probs, error=""):
+    def _record(self, path, start, end, probs, error="", flag=""):
         probs = [float(p) for p in probs] if probs is not None else None
         best = max(range(len(probs)), key=probs.__getitem__) if probs else None
         record = {
@@ -507,8 +583,36 @@ class EmotionPredictor:
         }
         for index, label in enumerate(self.labels):
             record[f"prob_{label}"] = probs[index] if probs else None
+        record["flag"] = flag
         record["error"] = error
         return record
+
+    @property
+    def _min_samples(self):
+        return self.min_seconds * SAMPLE_RATE
+
+    def _file_record(self, path, waveforms, probs):
+        wav = waveforms[path]
+        duration = len(wav) / SAMPLE_RATE
+        flag = audio_flags(wav, self.min_seconds)
+        return self._record(path, 0.0, duration, probs, flag=flag)
+
+    def _tiny_record(self, path, waveforms):
+        wav = waveforms[path]
+        try:
+            probs = self.probabilities([wav])[0]
+        except Exception as error:  # torch's and onnxruntime's own types
+            # Only a too-short input comes here: a model that cannot take
+            # it gives a row saying so, and the other files are labelled.
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            duration = len(wav) / SAMPLE_RATE
+            message = (
+                f"{path}: too short for the model ({len(wav)} samples, "
+                f"{duration:.3f} s; {reason})"
+            )
+            flag = audio_flags(wav, self.min_seconds)
+            return self._record(path, 0.0, duration, None, message, flag)
+        return self._file_record(path, waveforms, probs)
 
     # Attention ------------------------------------------------------------
 
@@ -613,8 +717,25 @@ class EmotionPredictor:
                 segments[-1] = (previous[0], end, label, mixed)
             else:
                 segments.append((start, end, label, p))
-        records = [self._record(path, a, b, p) for a, b, _, p in segments]
+        records = [
+            self._record(
+                path, a, b, p, flag=self._span_flag(wav, a, b, duration)
+            )
+            for a, b, _, p in segments
+        ]
         return records, windows
+
+    @staticmethod
+    def _span_flag(wav, start, end, duration):
+        """``silent`` for a silent stretch of a long recording."""
+        if end >= duration:  # the last segment reaches the last sample
+            piece = wav[int(round(start * SAMPLE_RATE)) :]
+        else:
+            piece = wav[
+                int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))
+            ]
+        # Length is no concern here: the recording is long.
+        return audio_flags(piece, min_seconds=0)
 
     def predict(self, inputs, progress=False, expand=True):
         """Labels every input; a bad file gets an error record.
@@ -634,12 +755,17 @@ class EmotionPredictor:
         -------
         records : list of dict
             Per file (or per timeline segment): ``path, start, end, label,
-            score, prob_<class>..., error``; ``error`` is empty on success.
+            score, prob_<class>..., flag, error``; ``error`` is empty on
+            success. ``flag`` warns about the input, whether labelled or
+            not: ``too_short`` (under ``min_seconds``), ``silent`` (peak
+            under -60 dBFS; for a timeline, that segment), both joined by
+            ``;``, or ``empty`` (no samples: an error row); else empty.
         report : dict
-            ``files``, ``failures``, ``audio_seconds``, ``wall_seconds``,
-            ``real_time_factor``, ``longest_seconds`` (the longest
-            recording read, 0 if none) and ``windows`` (raw per-window
-            records of long recordings, by path).
+            ``files``, ``failures``, ``flags`` (rows per flag value),
+            ``audio_seconds``, ``wall_seconds``, ``real_time_factor``,
+            ``longest_seconds`` (the longest recording read, 0 if none)
+            and ``windows`` (raw per-window records of long recordings, by
+            path).
         """
         began = time.time()
         paths = expand_inputs(inputs) if expand else [str(p) for p in inputs]
@@ -648,8 +774,9 @@ class EmotionPredictor:
             try:
                 waveforms[path] = read_checked(path)
             except AudioError as error:
+                flag = "empty" if _is_empty(path) else ""
                 records_by_path[path] = [
-                    self._record(path, 0.0, 0.0, None, str(error))
+                    self._record(path, 0.0, 0.0, None, str(error), flag)
                 ]
         short = [
             p
@@ -657,11 +784,18 @@ class EmotionPredictor:
             if self.long_threshold is None
             or len(wav) / SAMPLE_RATE <= self.long_threshold
         ]
-        if short:
-            probs = self.probabilities([waveforms[p] for p in short], progress)
-            for path, p in zip(short, probs):
-                duration = len(waveforms[path]) / SAMPLE_RATE
-                records_by_path[path] = [self._record(path, 0.0, duration, p)]
+        # Too-short recordings go one at a time: one that the model cannot
+        # take (shorter than its receptive field) then fails alone.
+        tiny = [p for p in short if len(waveforms[p]) < self._min_samples]
+        batched = [p for p in short if p not in tiny]
+        if batched:
+            probs = self.probabilities(
+                [waveforms[p] for p in batched], progress
+            )
+            for path, p in zip(batched, probs):
+                records_by_path[path] = [self._file_record(path, waveforms, p)]
+        for path in tiny:
+            records_by_path[path] = [self._tiny_record(path, waveforms)]
         long_paths = [p for p in waveforms if p not in records_by_path]
         for path in _progress(long_paths, progress, "long recordings"):
             segments, windows = self.timeline(waveforms[path], path)
@@ -673,6 +807,7 @@ class EmotionPredictor:
         report = {
             "files": len(paths),
             "failures": sum(1 for r in records if r["error"]),
+            "flags": _count_flags(records),
             "audio_seconds": audio,
             "wall_seconds": wall,
             "real_time_factor": wall / audio if audio else None,
@@ -682,6 +817,14 @@ class EmotionPredictor:
             "windows": windows_by_path,
         }
         return records, report
+
+
+def _count_flags(records):
+    counts = {}
+    for record in records:
+        for flag in filter(None, record["flag"].split(";")):
+            counts[flag] = counts.get(flag, 0) + 1
+    return counts
 
 
 def _progress(items, enabled, description):
@@ -701,7 +844,16 @@ def _progress_bar(total, enabled, description):
 
 
 def write_records(records, path=None):
-    """Writes records as JSON (``.json``) or CSV (other path, or stdout)."""
+    """Writes records as JSON (``.json``) or CSV (``.csv``, or stdout).
+
+    Raises
+    ------
+    UserError
+        For another extension (see :func:`check_output_path`), before
+        anything is written.
+    """
+    if path is not None:
+        check_output_path(path)
     if path is not None and path.lower().endswith(".json"):
         with open(path, "w", encoding="utf-8") as out:
             json.dump(records, out, indent=2)

@@ -7,7 +7,14 @@ batch by batch, and equal scikit-learn's ``accuracy_score``,
 ``balanced_accuracy_score`` and ``f1_score`` on the same predictions,
 including their handling of classes absent from the data: UA averages over
 classes that occur in the targets, macro F1 over classes that occur in the
-targets or the predictions.
+targets or the predictions (``f1_score(average="macro")`` without
+``labels``). The summary names those classes (``UA_classes``,
+``F1_classes``), so that a figure over three classes is not read as one
+over four.
+
+A class with no test utterance has no recall: its ``per_class_recall`` is
+``None`` (null in JSON), where scikit-learn's ``recall_score`` gives its
+``zero_division`` value (0 by default, which reads as "never recognised").
 
 Authors
  * sercaf-toolkit developers 2026
@@ -47,6 +54,10 @@ class EmotionMetrics:
     (0.6667, 0.75)
     >>> summary["confusion_matrix"][2]  # true "neu": 1 as "hap", 1 as "neu"
     [0, 1, 1, 0]
+    >>> summary["per_class_recall"]  # no "hap" or "sad" to recall
+    {'ang': 1.0, 'hap': None, 'neu': 0.5, 'sad': None}
+    >>> summary["UA_classes"], summary["F1_classes"]
+    (['ang', 'neu'], ['ang', 'hap', 'neu'])
     """
 
     def __init__(self, labels):
@@ -104,9 +115,12 @@ class EmotionMetrics:
         -------
         dict or float
             ``WA``, ``UA``, ``macro_F1``, ``weighted_F1`` (fractions),
-            ``per_class_recall`` and ``per_class_F1`` (by label name),
-            ``support`` and ``confusion_matrix`` (rows: true, columns:
-            predicted), or the single ``field``.
+            ``UA_classes`` and ``F1_classes`` (the labels UA and macro F1
+            average over: those with test utterances, and those with test
+            utterances or predictions), ``per_class_recall`` (``None`` for
+            a class without test utterances) and ``per_class_F1`` (by
+            label name), ``support`` and ``confusion_matrix`` (rows: true,
+            columns: predicted), or the single ``field``.
         """
         confusion = self.confusion.double()
         true_positives = confusion.diag()
@@ -115,22 +129,28 @@ class EmotionMetrics:
         total = support.sum()
         present = support > 0
         seen = present | (predicted > 0)
-        recall = true_positives / support.clamp(min=1)
+        recall = true_positives / support.clamp(min=1)  # None where absent
         # 2TP / (2TP + FP + FN), 0 where TP = 0 (scikit-learn's zero_division).
         f1 = 2 * true_positives / (support + predicted).clamp(min=1)
 
         def mean_over(values, keep):
             return float(values[keep].mean()) if keep.any() else 0.0
 
+        def names(keep):
+            return [str(label) for label, k in zip(self.labels, keep) if k]
+
         summary = {
             "WA": float(true_positives.sum() / total) if total > 0 else 0.0,
             "UA": mean_over(recall, present),
+            "UA_classes": names(present),
             "macro_F1": mean_over(f1, seen),
+            "F1_classes": names(seen),
             "weighted_F1": (
                 float((f1 * support).sum() / total) if total > 0 else 0.0
             ),
             "per_class_recall": {
-                str(label): float(r) for label, r in zip(self.labels, recall)
+                str(label): float(r) if has else None
+                for label, r, has in zip(self.labels, recall, present)
             },
             "per_class_F1": {
                 str(label): float(f) for label, f in zip(self.labels, f1)

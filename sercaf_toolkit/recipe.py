@@ -64,6 +64,11 @@ from sercaf_toolkit.hparams import (
 from sercaf_toolkit.metrics import EmotionMetrics
 from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
 from sercaf_toolkit.preflight import check_blocks
+from sercaf_toolkit.recipe_options import (
+    print_help_and_exit,
+    recipe_keys,
+    respell_options,
+)
 
 # The keys that the runner, SERBrain, the data loaders and SpeechBrain's
 # Brain (its run options) read by name; every other key of a recipe exists
@@ -202,6 +207,10 @@ def _test_metrics(summary):
         "WA": summary["WA"],
         "UA": summary["UA"],
         "F1": summary["macro_F1"],
+        # The labels the averages are over: classes absent from the test
+        # set (or, for F1, also never predicted) are left out of them.
+        "UA_classes": summary["UA_classes"],
+        "F1_classes": summary["F1_classes"],
         "weighted_F1": summary["weighted_F1"],
         "per_class_recall": summary["per_class_recall"],
         "per_class_F1": summary["per_class_F1"],
@@ -243,6 +252,11 @@ def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
     >>> metrics = json.load(open(paths["metrics"]))
     >>> metrics["WA"], metrics["UA"], metrics["confusion_matrix"]
     (0.5, 0.5, [[1, 0], [1, 0]])
+    >>> rows = [("a", 0, [0.9, 0.1, 0.0]), ("b", 1, [0.8, 0.2, 0.0])]
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y", "z"], rows)
+    >>> metrics = json.load(open(paths["metrics"]))  # no "z" to test on
+    >>> metrics["per_class_recall"], metrics["F1_classes"]
+    ({'x': 1.0, 'y': 0.0, 'z': None}, ['x', 'y'])
     """
     os.makedirs(folder, exist_ok=True)
     paths = {
@@ -399,8 +413,26 @@ def write_refit_manifests(output_folder, refit_hparams):
     write_manifest(splits["test"], refit_hparams["test_csv"], fields)
 
 
+def recipe_command_line(argv, script_dir=None):
+    """A recipe's arguments before SpeechBrain parses them.
+
+    Answers ``--help`` (the recipe's keys, not only SpeechBrain's run
+    options: SpeechBrain's parser knows no keys) and respells
+    ``--key-name`` as the key ``--key_name``.
+    """
+    script_dir = script_dir or os.getcwd()
+    print_help_and_exit(argv, script_dir, os.path.join(script_dir, "train.py"))
+    if not argv or argv[0].startswith("-"):
+        return list(argv)  # SpeechBrain reports the missing hparams file
+    path = resolve_hparams_path(argv[0], script_dir)
+    return respell_options(argv, recipe_keys(path))
+
+
 def load_recipe(argv, script_dir=None):
     """Parses, merges and checks a recipe's hparams; builds nothing.
+
+    ``-h``/``--help`` prints the recipe's keys and exits 0; a key may
+    be given as ``--key-name`` too (see :mod:`sercaf_toolkit.recipe_options`).
 
     Returns
     -------
@@ -408,6 +440,7 @@ def load_recipe(argv, script_dir=None):
         The hparams path, SpeechBrain's run options, the overrides (YAML
         text), the merged YAML text and its resolved, unbuilt tree.
     """
+    argv = recipe_command_line(argv, script_dir)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams_file = resolve_hparams_path(hparams_file, script_dir or os.getcwd())
     composed, tree = checked_hparams(hparams_file, overrides)

@@ -3,9 +3,10 @@
 A run's folder holds ``test_metrics.json``, ``predictions.csv`` and
 ``run_info.json`` (see :mod:`sercaf_toolkit.recipe`). The functions here
 read such folders and sum them up: per-fold figures, mean ± sample
-standard deviation over folds and over seeds, pooled predictions, the
-Markdown table and the pooled confusion matrix. ``sercaf cv`` and
-``sercaf table`` use them.
+standard deviation over folds and over seeds (``null`` in JSON and
+``n/a`` in tables when there is one fold or seed: no spread was seen),
+pooled predictions, the Markdown table and the pooled confusion matrix.
+``sercaf cv`` and ``sercaf table`` use them.
 
 Authors
  * sercaf-toolkit developers 2026
@@ -23,8 +24,18 @@ METRICS = ("WA", "UA", "F1")
 
 
 def _mean_std(values):
+    """Mean and sample standard deviation; ``None`` for a single value.
+
+    One fold (or seed) shows no spread at all, which a 0.0 would claim
+    to measure.
+
+    Example
+    -------
+    >>> _mean_std([0.5, 0.5]), _mean_std([0.5])
+    ((0.5, 0.0), (0.5, None))
+    """
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    std = statistics.stdev(values) if len(values) > 1 else None
     return mean, std
 
 
@@ -113,6 +124,8 @@ def _pooled(rows, labels):
         "WA": summary["WA"],
         "UA": summary["UA"],
         "F1": summary["macro_F1"],
+        "UA_classes": summary["UA_classes"],
+        "F1_classes": summary["F1_classes"],
         "labels": labels,
         "confusion_matrix": summary["confusion_matrix"],
     }
@@ -198,7 +211,7 @@ def merge_summaries(paths):
 
     Experiments are named ``<folder of the summary>/<experiment>``, so that
     runs of the same hparams file with other SSL models or encoders (each
-    in its own ``--output-root``) stay apart.
+    in its own ``--output_root``) stay apart.
     """
     experiments = {}
     for path in paths:
@@ -211,8 +224,19 @@ def merge_summaries(paths):
 
 
 def _figure(part, key):
-    """``part["mean"][key] ± part["std"][key]`` in %."""
-    return f"{100 * part['mean'][key]:.1f} ± {100 * part['std'][key]:.1f}"
+    """``part["mean"][key] ± part["std"][key]`` in %, ``± n/a`` for a
+    spread over a single value (``std`` None).
+
+    Example
+    -------
+    >>> _figure({"mean": {"UA": 0.5}, "std": {"UA": 0.02}}, "UA")
+    '50.0 ± 2.0'
+    >>> _figure({"mean": {"UA": 0.5}, "std": {"UA": None}}, "UA")
+    '50.0 ± n/a'
+    """
+    std = part["std"].get(key)
+    spread = "n/a" if std is None else f"{100 * std:.1f}"
+    return f"{100 * part['mean'][key]:.1f} ± {spread}"
 
 
 def results_table(summary):
@@ -228,10 +252,11 @@ def results_table(summary):
         "# Cross-validation results",
         "",
         "Speaker-independent folds; figures in %: mean ± sample standard "
-        "deviation over folds (each fold averaged over seeds), over seeds "
-        "(the spread of the per-seed means over folds), and pooled over "
-        "all test predictions. Runs tested on several corpora add a row "
-        "per test corpus (its folds: those that tested it).",
+        "deviation over folds (each fold averaged over seeds; n/a for one "
+        "fold), over seeds (the spread of the per-seed means over folds), "
+        "and pooled over all test predictions. Runs tested on several "
+        "corpora add a row per test corpus (its folds: those that tested "
+        "it).",
         "",
         "| experiment | SSL model | scratch encoder | fusion | WA | UA | F1 "
         "| UA over seeds | pooled WA | pooled UA | folds |",

@@ -92,7 +92,10 @@ def test_no_audio_found_is_one_line(fake_model, tmp_path):
     "options, names",
     [
         (["--hop", "5"], ["--hop 5.0", "--window 4.0"]),
-        (["--batch-size", "0"], ["--batch-size 0"]),
+        (["--batch-size", "0"], ["--batch_size 0"]),
+        (["--batch_size", "0"], ["--batch_size 0"]),
+        (["--threads", "0"], ["--threads 0"]),
+        (["--min_seconds", "-1"], ["--min_seconds -1.0"]),
         (["--out", "missing_folder/out.csv"], ["--out", "missing_folder"]),
         (["--plot", "missing_folder/t.png"], ["--plot", "missing_folder"]),
         (["--device", "tpu:x"], ["--device tpu:x"]),
@@ -141,11 +144,22 @@ def test_predict_help_shows_defaults():
     for option, default in (
         ("--window", "4.0"),
         ("--hop", "2.0"),
-        ("--long-threshold", "30.0"),
-        ("--batch-size", "8"),
+        ("--long_threshold", "30.0"),
+        ("--min_seconds", "1.0"),
+        ("--batch_size", "8"),
     ):
         assert option in text
         assert f"(default: {default})" in text
+    # One spelling listed; the other is accepted (see the alias test).
+    assert "--long-threshold" not in text
+    assert "--threads N" in text
+
+
+def test_min_seconds_default_is_the_library_one():
+    from sercaf_toolkit.inference import MIN_SECONDS
+
+    args = cli.build_parser().parse_args(["predict", "m", "a.wav"])
+    assert args.min_seconds == MIN_SECONDS
 
 
 def test_every_option_has_a_help_text():
@@ -183,3 +197,93 @@ def test_subcommands_dispatch_through_func_and_bugs_keep_tracebacks(
     monkeypatch.setattr(cli, "_table", mistaken)
     assert cli.main(["table", "x.json"]) == 2
     assert capsys.readouterr().err == "sercaf: error: the thing and the fix\n"
+
+
+def test_version_is_the_package_version():
+    result = sercaf("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sercaf {sercaf_toolkit.__version__}"
+
+
+def test_setup_reads_the_version_from_the_package():
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == sercaf_toolkit.__version__
+
+
+def every_option():
+    """(subcommand, parser, option string) of every ``--long`` option."""
+    parser = cli.build_parser()
+    (subparsers,) = [
+        action
+        for action in parser._actions
+        if action.__class__.__name__ == "_SubParsersAction"
+    ]
+    for name, subparser in [("", parser), *subparsers.choices.items()]:
+        for action in subparser._actions:
+            for option in action.option_strings:
+                if option.startswith("--"):
+                    yield name, subparser, action, option
+
+
+def test_every_option_takes_both_spellings():
+    for name, subparser, action, option in every_option():
+        other = cli.other_spelling(option)
+        if other is None:
+            continue
+        assert other in subparser._option_string_actions, (name, option)
+        alias = subparser._option_string_actions[other]
+        assert alias.dest == action.dest, (name, option)
+
+
+@pytest.mark.parametrize(
+    "spelling", ["--batch_size", "--batch-size"], ids=["under", "hyphen"]
+)
+def test_options_parse_the_same_in_both_spellings(spelling):
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        ["predict", "m", "a.wav", spelling, "3",
+         "--long-threshold", "5", "--no_progress", "--min-seconds", "0.5"]
+    )  # fmt: skip
+    assert args.batch_size == 3 and args.long_threshold == 5.0
+    assert args.no_progress and args.min_seconds == 0.5
+    args = parser.parse_args(
+        ["evaluate", "m", "--data-folder", "x", "--no-progress"]
+    )
+    assert args.data_folder == "x" and args.no_progress
+    args = parser.parse_args(["cv", "r", "a.yaml", "--output-root", "o"])
+    assert args.output_root == "o"
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out.xlsx", "out"])
+def test_predict_refuses_an_out_it_cannot_write(fake_model, tmp_path, name):
+    """One line naming the extension and the writable ones; nothing is
+    loaded (the fake model would fail) or written."""
+    out = tmp_path / name
+    result = sercaf("predict", fake_model, tmp_path, "--out", out)
+    line = assert_user_error(result, f"--out {out}", ".csv or .json")
+    extension = pathlib.Path(name).suffix
+    assert (
+        f"cannot write {extension} files" if extension else "extension"
+    ) in line
+    assert not out.exists()
+
+
+def test_threads_default_follows_omp_num_threads(monkeypatch):
+    from sercaf_toolkit.threads import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    args = cli.build_parser().parse_args(["predict", "m", "a.wav"])
+    cli._check_threads(args)
+    assert args.threads == 3 == default_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= default_threads() <= min(os.cpu_count() or 1, 4)
+    args = cli.build_parser().parse_args(["evaluate", "m", "--threads", "2"])
+    cli._check_threads(args)
+    assert args.threads == 2

@@ -105,6 +105,11 @@ def test_mixed_folder_gives_rows_and_error_rows(predictor, tmp_path):
         )
         assert by_name[name]["label"] == ""
     assert report["files"] == 8 and report["failures"] == 5
+    # The flag says "empty" for the file with no samples, and only there.
+    assert {name: r["flag"] for name, r in by_name.items() if r["flag"]} == {
+        "e_empty.wav": "empty"
+    }
+    assert report["flags"] == {"empty": 1}
 
 
 def test_sixty_second_recording_gives_a_tiling_timeline(predictor, tmp_path):
@@ -156,7 +161,7 @@ def test_cli_outputs_plot_and_exit_status(model_dir, tmp_path, capsys):
     long_rows = [row for row in rows if row["path"] == long_path]
     assert float(long_rows[-1]["end"]) == pytest.approx(50.6, abs=0.1)
     assert set(rows[0]) == {
-        "path", "start", "end", "label", "score", "error",
+        "path", "start", "end", "label", "score", "flag", "error",
         *(f"prob_{label}" for label in LABELS),
     }  # fmt: skip
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -314,7 +319,7 @@ def test_plot_without_long_recordings_still_writes_and_exits_0(
     err = capsys.readouterr().err
     duration = len(synthesize_utterance("spk1_f", "sad", 1)) / 16000
     (note,) = [line for line in err.splitlines() if "no plot" in line]
-    assert "--long-threshold 30" in note
+    assert "--long_threshold 30" in note
     assert f"longest: {duration:.1f} s" in note
     assert "[sercaf predict] 1 file, 0 failed" in err
 
@@ -372,3 +377,88 @@ def test_an_edited_hyperparams_file_is_one_line_naming_it(
         assert len(error.splitlines()) == 1 and "Traceback" not in error
         assert str(yaml_file) in error and "sercaf_model_" not in error
     assert not (tmp_path / "p.csv").exists() and not out.exists()
+
+
+def test_short_and_silent_inputs_are_flagged_and_others_labelled(
+    predictor, model_dir, tmp_path, capsys
+):
+    """too_short and silent in the flag column, beside a label where the
+    model can give one; an input shorter than the model's receptive
+    field (here 399 samples) gets an error row and does not stop the
+    others; an empty file says "empty"."""
+    speech = synthesize_utterance("spk1_f", "happy", 0)
+    folder = tmp_path / "in"
+    write(folder / "a_speech.wav", speech, 16000)
+    write(folder / "b_short.wav", speech[:8000], 16000)  # 0.5 s
+    write(folder / "c_silent.wav", np.zeros(32000), 16000)
+    write(folder / "d_quiet_short.wav", speech[:4000] * 1e-4, 16000)
+    write(folder / "e_tiny.wav", speech[:399], 16000)
+    write(folder / "f_empty.wav", np.zeros(0), 16000)
+    records, report = predictor.predict([str(folder)])
+    by_name = {pathlib.Path(r["path"]).name: r for r in records}
+    flags = {name: r["flag"] for name, r in by_name.items()}
+    assert flags == {
+        "a_speech.wav": "",
+        "b_short.wav": "too_short",
+        "c_silent.wav": "silent",
+        "d_quiet_short.wav": "too_short;silent",
+        "e_tiny.wav": "too_short",
+        "f_empty.wav": "empty",
+    }
+    for name in ("a_speech.wav", "b_short.wav", "c_silent.wav"):
+        assert by_name[name]["error"] == "" and by_name[name]["label"] in LABELS
+    tiny = by_name["e_tiny.wav"]
+    assert tiny["label"] == "" and "too short for the model" in tiny["error"]
+    assert "399 samples" in tiny["error"]
+    assert "empty audio" in by_name["f_empty.wav"]["error"]
+    assert report["failures"] == 2
+    assert report["flags"] == {
+        "too_short": 3, "silent": 2, "empty": 1
+    }  # fmt: skip
+    # A too-short file alone gives what it gives in a batch.
+    alone, _ = predictor.predict([str(folder / "b_short.wav")])
+    assert alone[0]["score"] == pytest.approx(by_name["b_short.wav"]["score"])
+    # The command line: the flag column, and the counts in the last line.
+    out_csv = tmp_path / "out.csv"
+    code = cli.main(
+        ["predict", model_dir, str(folder), "--out", str(out_csv),
+         "--no-progress"]
+    )  # fmt: skip
+    assert code == 1
+    rows = {
+        pathlib.Path(row["path"]).name: row
+        for row in csv.DictReader(out_csv.open())
+    }
+    assert {name: row["flag"] for name, row in rows.items()} == flags
+    err = capsys.readouterr().err
+    assert "6 files, 2 failed, 1 row empty, 2 rows silent, 3 rows " in err
+
+
+def test_silent_stretches_of_a_long_recording_are_flagged(predictor):
+    parts = [synthesize_utterance("spk2_m", "angry", i) for i in range(8)]
+    speech = np.concatenate(parts)[: 12 * 16000]
+    recording = np.concatenate([speech, np.zeros(20 * 16000), speech])
+    segments, _ = predictor.timeline(
+        torch.from_numpy(recording.astype(np.float32)), "long.wav", merge=False
+    )
+    flagged = [s for s in segments if s["flag"] == "silent"]
+    assert flagged and all(s["label"] in LABELS for s in flagged)
+    for segment in flagged:  # inside the silence
+        assert segment["start"] >= 12 - 1e-6 and segment["end"] <= 32 + 1e-6
+    assert segments[0]["flag"] == "" and segments[-1]["flag"] == ""
+
+
+def test_threads_option_sets_torch_threads(model_dir, tmp_path):
+    path = write(
+        tmp_path / "a.wav", synthesize_utterance("spk1_f", "sad", 1), 16000
+    )
+    before = torch.get_num_threads()
+    try:
+        code = cli.main(
+            ["predict", model_dir, path, "--threads", "1",
+             "--out", str(tmp_path / "o.json")]
+        )  # fmt: skip
+        assert code == 0 and torch.get_num_threads() == 1
+        assert json.loads((tmp_path / "o.json").read_text())[0]["flag"] == ""
+    finally:
+        torch.set_num_threads(before)

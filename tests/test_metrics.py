@@ -1,5 +1,7 @@
 """Metrics against scikit-learn."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -70,7 +72,17 @@ def test_equal_to_sklearn_over_batches(seed):
         average=None,
         zero_division=0,
     )
-    assert list(summary["per_class_recall"].values()) == pytest.approx(recalls)
+    # scikit-learn gives an absent class its zero_division value; we None.
+    support = np.bincount(targets, minlength=n_classes)
+    expected_recalls = [r if s else None for r, s in zip(recalls, support)]
+    assert list(summary["per_class_recall"].values()) == pytest.approx(
+        expected_recalls
+    )
+    # The classes each average is over, as scikit-learn chooses them.
+    assert summary["UA_classes"] == [str(c) for c in np.unique(targets)]
+    assert summary["F1_classes"] == [
+        str(c) for c in np.union1d(targets, predictions)
+    ]
     assert len(metrics.ids) == targets.size
 
 
@@ -79,6 +91,7 @@ def test_named_labels_field_and_clear():
     metrics.append(["a", "b"], torch.tensor([0, 0]), torch.tensor([0, 1]))
     assert metrics.summarize("UA") == 0.5
     assert metrics.summarize()["per_class_recall"] == {"ang": 1.0, "sad": 0.0}
+    assert metrics.summarize("UA_classes") == ["ang", "sad"]
     metrics.clear()
     assert metrics.summarize("WA") == 0.0 and metrics.ids == []
 
@@ -91,3 +104,28 @@ def test_bad_input_is_a_clear_error():
         )
     with pytest.raises(ValueError, match="target outside the 3 known classes"):
         metrics.append(["a"], torch.tensor([0]), torch.tensor([3]))
+
+
+def test_a_class_absent_from_the_test_set_has_no_recall():
+    """Recall of a class with no support is None, not 0; UA, macro F1 and
+    the lists of classes they average over leave it out."""
+    metrics = EmotionMetrics(["ang", "hap", "neu", "sad"])
+    metrics.append(
+        ["a", "b", "c", "d"],
+        torch.tensor([0, 0, 2, 1]),  # one "neu" taken for "hap"
+        torch.tensor([0, 0, 2, 2]),  # no "hap" nor "sad" in the test set
+    )
+    summary = metrics.summarize()
+    assert summary["per_class_recall"] == {
+        "ang": 1.0,
+        "hap": None,
+        "neu": 0.5,
+        "sad": None,
+    }
+    assert summary["support"]["hap"] == 0
+    assert summary["UA"] == pytest.approx(0.75)  # (1 + 0.5) / 2
+    assert summary["UA_classes"] == ["ang", "neu"]
+    # "hap" was predicted (an F1 of 0), "sad" neither true nor predicted.
+    assert summary["F1_classes"] == ["ang", "hap", "neu"]
+    assert summary["macro_F1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+    assert json.loads(json.dumps(summary))["per_class_recall"]["sad"] is None
