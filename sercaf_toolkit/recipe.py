@@ -101,6 +101,7 @@ RECIPE_KEYS = frozenset(
         # SpeechBrain run options taken from the YAML
         "precision", "skip_nonfinite_grads", "nonfinite_patience",
         "find_unused_parameters", "ckpt_interval_minutes",
+        "ckpt_interval_steps",
     }
 )  # fmt: skip
 
@@ -684,7 +685,7 @@ def main(script_file):
             raise
         message = str(error) if isinstance(error, RunInterrupted) else ""
         print(
-            f"\n{os.path.basename(script_file)}: "
+            f"{os.path.basename(script_file)}: "
             + (message or "interrupted; rerun the same command to resume"),
             file=sys.stderr,
         )
