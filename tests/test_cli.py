@@ -8,6 +8,7 @@ the fake model folder below could not be loaded anyway.
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -183,3 +184,47 @@ def test_subcommands_dispatch_through_func_and_bugs_keep_tracebacks(
     monkeypatch.setattr(cli, "_table", mistaken)
     assert cli.main(["table", "x.json"]) == 2
     assert capsys.readouterr().err == "sercaf: error: the thing and the fix\n"
+
+
+def test_cv_folds_out_of_range_are_one_line_before_anything_runs(tmp_path):
+    root = tmp_path / "cv"
+    result = sercaf(
+        "cv",
+        ROOT / "recipes" / "Demo",
+        "hparams/caf.yaml",
+        "--folds",
+        "3-5",
+        "--output-root",
+        root,
+        "--",
+        f"--data_folder={tmp_path / 'data'}",
+    )
+    assert_user_error(result, "--folds 3-5", "fold 5", "folds 1-4")
+    assert not root.exists()  # nothing written
+
+
+def test_cv_into_a_root_in_use_is_one_line(tmp_path):
+    root = tmp_path / "cv"
+    root.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "input()"], stdin=-1)
+    lock = (
+        f'{{"pid": {holder.pid}, "host": "{socket.gethostname()}", '
+        '"started": "2026-01-01T10:00:00", "command": "sercaf cv"}'
+    )
+    (root / "run.lock").write_text(lock)
+    try:
+        result = sercaf(
+            "cv",
+            ROOT / "recipes" / "Demo",
+            "hparams/caf.yaml",
+            "--output-root",
+            root,
+            "--",
+            f"--data_folder={tmp_path / 'data'}",
+        )
+    finally:
+        holder.communicate(b"\n")
+    assert_user_error(
+        result, f"{root} is in use", f"pid {holder.pid}", "--output-root"
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["run.lock"]
