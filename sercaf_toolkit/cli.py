@@ -295,8 +295,8 @@ def _cv_parser(subparsers):
     parser.add_argument(
         "--rerun",
         action="store_true",
-        help="run again the folds that finished with another hparams file "
-        "or other overrides (default: refuse them, naming the setting)",
+        help="run afresh the folds whose folder holds a run with other "
+        "settings or data (default: refuse them, naming the difference)",
     )
     _threads_option(parser, "of each fold's process")
     _debug_option(parser)
@@ -791,7 +791,8 @@ def main(argv=None):
     -------
     int
         The exit status: 0 done, 1 some files or folds failed, 2 a mistake
-        in the command (reported on one line of stderr).
+        in the command (reported on one line of stderr), 130 interrupted
+        (Ctrl-C; one line).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     overrides = []
@@ -810,6 +811,13 @@ def main(argv=None):
         message = " ".join(str(error).split())
         print(f"sercaf: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:
+        # Ctrl-C: one line saying what stopped, and 128 + SIGINT.
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or "interrupted"
+        print(f"sercaf: {message}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

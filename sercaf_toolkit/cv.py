@@ -3,12 +3,16 @@
 ``sercaf cv recipes/CASIA hparams/caf.yaml hparams/sum.yaml -- --data_folder=X``
 runs every fold of every hparams file (one after another, or one fold per
 GPU when several are visible), each in its own process and output folder.
-The fold count comes from the recipe's corpus and protocol. A fold that
-already finished is skipped only when its ``run_info.json`` shows the same
-hparams file and overrides (so a killed run resumes where it stopped);
-one that finished with other settings is refused with the setting named,
-or run again with ``rerun=True`` (``--rerun``). Then it writes, through
-:mod:`sercaf_toolkit.results`:
+The fold count comes from the recipe's corpus and protocol; ``--folds``
+outside it is refused before anything runs. Before any fold starts, each
+fold folder that holds a run is checked the way the recipe checks it
+(:mod:`sercaf_toolkit.runs`: every setting and the data fingerprint): the
+same run is skipped when finished and resumed when not; a different one
+is refused in one line naming the difference, or, with ``rerun=True``
+(``--rerun``), run afresh (the fold gets ``--rerun``). ``run.lock`` in
+the output root keeps a second ``sercaf cv`` out. Then it writes, through
+:mod:`sercaf_toolkit.results`, for every experiment finished under the
+output root (earlier invocations' too):
 
 - ``cv_summary.json``: per-fold (and per-seed) WA/UA/F1, mean and sample
   standard deviation over folds and over seeds, pooled-prediction figures;
@@ -25,7 +29,9 @@ import concurrent.futures
 import json
 import os
 import queue
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,12 +42,21 @@ from sercaf_toolkit.corpora import check_recipe_corpus, recipe_fold_count
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.hparams import (
     checked_hparams,
-    overrides_dict,
     resolve_hparams_path,
 )
 from sercaf_toolkit.recipe_options import recipe_keys, respell_options
 from sercaf_toolkit.results import results_table, summarize_runs
+from sercaf_toolkit.runs import (
+    RERUN_FLAG,
+    RunInterrupted,
+    RunLock,
+    prepare_staged,
+    refusal,
+    run_difference,
+)
 from sercaf_toolkit.threads import default_threads, thread_environment
+
+SUMMARY = "cv_summary.json"
 
 
 def parse_folds(text, n_folds=None):
@@ -108,8 +123,8 @@ class CrossValidation:
     seeds : str, optional
         Comma-separated seeds: every fold runs under each (``--seed``).
     rerun : bool
-        Run again the folds that finished with other settings (their
-        folder is emptied first) instead of refusing.
+        Run afresh the folds whose folder holds a run with other settings
+        or data (the recipe empties the folder first) instead of refusing.
     threads : int, optional
         CPU threads of each fold's process (``OMP_NUM_THREADS``); default
         :func:`~sercaf_toolkit.threads.default_threads`.
@@ -161,13 +176,20 @@ class CrossValidation:
             # Mistakes found here cost seconds, not a failed run per fold.
             _, tree = checked_hparams(path, yaml_overrides)
             check_recipe_corpus(tree)
-            n_folds = None
-            if not folds:  # the corpus knows its protocol's folds
-                n_folds = recipe_fold_count(tree)
+            n_folds = recipe_fold_count(tree)  # the corpus's protocol's
             self.folds[stem] = parse_folds(folds, n_folds)
+            outside = [f for f in self.folds[stem] if not 1 <= f <= n_folds]
+            if outside:
+                raise UserError(
+                    f"--folds {folds}: fold {outside[0]} is out of range; "
+                    f"{stem}.yaml has folds 1-{n_folds}"
+                )
         if gpus is None:
             gpus = _visible_gpus()
         self.gpus = list(gpus)
+        self._afresh = set()  # jobs that get --rerun
+        self._running = {}  # job -> its train.py process
+        self._stopping = False
 
     def fold_dir(self, stem, fold, seed=None):
         """Output folder of one fold (under one seed) of one experiment."""
@@ -196,43 +218,71 @@ class CrossValidation:
             f"--output_folder={self.fold_dir(stem, fold, seed)}",
             *([f"--seed={seed}"] if seed is not None else []),
             *self.overrides,
+            *([RERUN_FLAG] if job in self._afresh else []),
         ]
 
     def finished(self, job):
         """Whether a job's run finished with the requested settings.
 
-        A run that finished with another hparams file or other overrides
-        is refused (a :class:`UserError` naming the setting), or, with
-        ``rerun``, its folder is emptied and it counts as unfinished.
+        A fold folder holding a run is checked as the recipe checks it
+        (:func:`sercaf_toolkit.runs.run_difference`: every setting and
+        the data fingerprint). One that differs is refused (a one-line
+        :class:`UserError` naming the first difference), or, with
+        ``rerun``, marked to run afresh (``--rerun``) and counts as
+        unfinished. The same run counts as finished once it has
+        ``test_metrics.json``; else it resumes.
         """
         folder = self.fold_dir(job[0], job[2], job[1])
-        if not os.path.exists(os.path.join(folder, "test_metrics.json")):
+        if not os.path.exists(os.path.join(folder, "run_info.json")):
             return False
-        info_file = os.path.join(folder, "run_info.json")
-        earlier = {}
-        if os.path.exists(info_file):
-            with open(info_file, encoding="utf-8") as source:
-                earlier = json.load(source)
-        command = self.command(job)
-        _, _, overrides = sb.parse_arguments(command[2:])
-        wanted = {
-            "hparams_file": command[2],
-            "overrides": overrides_dict(overrides),
-        }
-        difference = _first_difference(earlier, wanted)
-        if difference is None:
-            return True
-        if not self.rerun:
-            raise UserError(
-                f"{folder} finished with {difference}; pass --rerun to run "
-                "it again, or --output_root for a new folder"
+        from sercaf_toolkit.recipe import run_identity
+
+        argv = [a for a in self.command(job)[2:] if a != RERUN_FLAG]
+        hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+        composed, tree = checked_hparams(hparams_file, overrides)
+        identity = run_identity(tree, composed, run_opts)
+
+        def data():
+            staging, fingerprint = prepare_staged(
+                hparams_file, composed, overrides
             )
-        print(f"[sercaf cv] {folder}: rerun ({difference})", flush=True)
-        shutil.rmtree(folder)
+            shutil.rmtree(staging, ignore_errors=True)
+            return fingerprint
+
+        difference = run_difference(folder, identity, data)
+        if difference is None:
+            return os.path.exists(os.path.join(folder, "test_metrics.json"))
+        if not self.rerun:
+            raise refusal(
+                folder,
+                difference,
+                "add --rerun to run such folds afresh, or give another "
+                "--output-root",
+            )
+        key, there, now = difference
+        print(
+            f"[sercaf cv] {folder}: to run afresh ({key}: {there} there, "
+            f"{now} now)",
+            flush=True,
+        )
+        self._afresh.add(job)
         return False
 
     def run(self):
-        """Runs the unfinished folds; returns the summary (and writes it)."""
+        """Runs the unfinished folds; returns the summary (and writes it).
+
+        Holds ``run.lock`` in the output root meanwhile. Ctrl-C stops the
+        running folds (each keeps its checkpoints) and raises
+        :class:`~sercaf_toolkit.runs.RunInterrupted`.
+        """
+        with RunLock(
+            self.output_root,
+            name="sercaf cv",
+            way_out="wait for it to end, or give another --output-root",
+        ):
+            return self._run()
+
+    def _run(self):
         jobs = self.jobs()
         todo = [job for job in jobs if not self.finished(job)]
         done = len(jobs) - len(todo)
@@ -253,19 +303,41 @@ class CrossValidation:
             position, job = numbered_job
             gpu = devices.get()
             try:
+                if self._stopping:
+                    return False
                 return self._run_fold(job, position, len(todo), gpu)
             finally:
                 devices.put(gpu)
 
         with concurrent.futures.ThreadPoolExecutor(devices.qsize()) as pool:
             results = pool.map(on_free_device, enumerate(todo, start=1))
-            failures = [job for job, ok in zip(todo, results) if not ok]
+            try:
+                failures = [job for job, ok in zip(todo, results) if not ok]
+            except KeyboardInterrupt:
+                raise self._interrupt() from None
         summary = self.summarize()
         if failures:
             names = ", ".join(_job_name(job) for job in failures)
             print(f"[sercaf cv] FAILED: {names}", flush=True)
         summary["failed"] = [list(job) for job in failures]
         return summary
+
+    def _interrupt(self):
+        """Stops launching folds and interrupts the running ones."""
+        self._stopping = True
+        running = dict(self._running)
+        for process in running.values():
+            try:  # Ctrl-C in a terminal reached them already
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGINT)
+        for process in running.values():
+            process.wait()
+        where = ", ".join(_job_name(job) for job in running) or "sercaf cv"
+        return RunInterrupted(
+            f"interrupted while running {where}; rerun the same command to "
+            "resume"
+        )
 
     def _run_fold(self, job, position, total, gpu=None):
         folder = self.fold_dir(job[0], job[2], job[1])
@@ -280,15 +352,22 @@ class CrossValidation:
             flush=True,
         )
         start = time.time()
-        with open(os.path.join(folder, "cv_log.txt"), "w") as log:
-            code = subprocess.call(
+        log_file = os.path.join(folder, "cv_log.txt")
+        with open(log_file, "w") as log:
+            process = subprocess.Popen(
                 self.command(job), stdout=log, stderr=subprocess.STDOUT, env=env
             )
+            self._running[job] = process
+            try:
+                code = process.wait()
+            finally:
+                self._running.pop(job, None)
         metrics_file = os.path.join(folder, "test_metrics.json")
         if code != 0 or not os.path.exists(metrics_file):
             print(
-                f"[sercaf cv] {_job_name(job)}: FAILED (exit {code}); "
-                f"see {folder}/cv_log.txt",
+                f"[sercaf cv] {_job_name(job)}: FAILED (exit {code}"
+                + (f": {_last_line(log_file)}" if code == 2 else "")
+                + f"); see {log_file}",
                 flush=True,
             )
             return False
@@ -303,16 +382,42 @@ class CrossValidation:
         return True
 
     def summarize(self):
-        """Writes ``cv_summary.json``, ``results.md`` and the pictures."""
+        """Writes ``cv_summary.json``, ``results.md`` and the pictures.
+
+        They cover every experiment under the output root: this
+        invocation's (its folds and seeds, finished or missing), and the
+        ones an earlier ``sercaf cv`` into the same root ran (from its
+        ``cv_summary.json`` and the finished runs on disk), so that a
+        second invocation adds rows instead of replacing them.
+        """
+        planned = {
+            stem: {
+                (seed, fold) for seed in self.seeds for fold in self.folds[stem]
+            }
+            for stem in self.hparams
+        }
+        files = dict(self.hparams)
+        earlier = _read_summary(os.path.join(self.output_root, SUMMARY))
+        for stem, result in earlier.get("experiments", {}).items():
+            runs = {
+                (run.get("seed"), int(run["fold"]))
+                for run in result.get("runs", [])
+            } | {(seed, int(fold)) for seed, fold in result.get("missing", [])}
+            if stem not in planned:
+                planned[stem] = runs
+                files[stem] = result.get("hparams_file")
+        for (stem, seed, fold), info in _finished_runs(self.output_root):
+            planned.setdefault(stem, set()).add((seed, fold))
+            files.setdefault(stem, info.get("hparams_file"))
         experiments = {}
-        for stem, path in self.hparams.items():
+        order = [*earlier.get("experiments", {}), *sorted(planned)]
+        for stem in dict.fromkeys(order):
             runs = {
                 (seed, fold): self.fold_dir(stem, fold, seed)
-                for seed in self.seeds
-                for fold in self.folds[stem]
+                for seed, fold in planned[stem]
             }
             experiments[stem] = {
-                "hparams_file": path,
+                "hparams_file": files.get(stem),
                 **summarize_runs(
                     runs,
                     os.path.join(
@@ -331,35 +436,70 @@ class CrossValidation:
             "experiments": experiments,
         }
         os.makedirs(self.output_root, exist_ok=True)
-        with open(
-            os.path.join(self.output_root, "cv_summary.json"), "w"
-        ) as out:
+        with open(os.path.join(self.output_root, SUMMARY), "w") as out:
             json.dump(summary, out, indent=2)
         with open(os.path.join(self.output_root, "results.md"), "w") as out:
             out.write(results_table(summary))
         return summary
 
 
+def _read_summary(path):
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as source:
+            return json.load(source)
+    except (OSError, ValueError):
+        return {}
+
+
+_FOLD = re.compile(r"fold_(\d+)$")
+_SEED = re.compile(r"seed_(-?\d+)$")
+
+
+def _finished_runs(root):
+    """``((stem, seed, fold), run_info)`` of every finished run under root.
+
+    Finds ``<root>/<stem>/fold_<k>`` and ``<root>/<stem>/seed_<s>/fold_<k>``
+    folders holding ``test_metrics.json``.
+    """
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for stem in sorted(os.listdir(root)):
+        top = os.path.join(root, stem)
+        if not os.path.isdir(top):
+            continue
+        places = [(None, top)] + [
+            (int(_SEED.match(name).group(1)), os.path.join(top, name))
+            for name in sorted(os.listdir(top))
+            if _SEED.match(name) and os.path.isdir(os.path.join(top, name))
+        ]
+        for seed, place in places:
+            for name in sorted(os.listdir(place)):
+                match = _FOLD.match(name)
+                folder = os.path.join(place, name)
+                if match and os.path.exists(
+                    os.path.join(folder, "test_metrics.json")
+                ):
+                    info = _read_summary(os.path.join(folder, "run_info.json"))
+                    found.append(((stem, seed, int(match.group(1))), info))
+    return found
+
+
+def _last_line(path):
+    """The last line of a log: a failed recipe's one-line error."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as source:
+            lines = [line.strip() for line in source if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
 def _job_name(job):
     stem, seed, fold = job
     return f"{stem} fold {fold}" + (f" seed {seed}" if seed is not None else "")
-
-
-def _first_difference(earlier, wanted):
-    """The first setting in which a finished run differs, or ``None``."""
-    if earlier.get("hparams_file") != wanted["hparams_file"]:
-        return (
-            f"hparams file {earlier.get('hparams_file')}, not "
-            f"{wanted['hparams_file']}"
-        )
-    before = earlier.get("overrides") or {}
-    now = wanted["overrides"]
-    for key in sorted(set(before) | set(now)):
-        if before.get(key) != now.get(key):
-            return f"{key}={before.get(key, '(default)')}, not " + (
-                f"{key}={now.get(key, '(default)')}"
-            )
-    return None
 
 
 def _visible_gpus():

@@ -25,10 +25,11 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
-import copy
+import contextlib
 import csv
 import json
 import os
+import shutil
 import sys
 from typing import NamedTuple
 
@@ -36,7 +37,11 @@ import ruamel.yaml
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import (
+    get_rank,
+    if_main_process,
+    run_on_main,
+)
 
 from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.corpora import check_recipe_corpus
@@ -57,7 +62,6 @@ from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import (
     checked_hparams,
-    only_chosen,
     overrides_dict,
     resolve_hparams_path,
 )
@@ -68,6 +72,18 @@ from sercaf_toolkit.recipe_options import (
     print_help_and_exit,
     recipe_keys,
     respell_options,
+)
+from sercaf_toolkit.runs import (
+    DATA_KEY,
+    IDENTITY_VERSION,
+    RunInterrupted,
+    RunLock,
+    check_run_folder,
+    empty_run_folder,
+    identity_of,
+    move_staged,
+    prepare_staged,
+    split_rerun,
 )
 
 # The keys that the runner, SERBrain, the data loaders and SpeechBrain's
@@ -90,20 +106,9 @@ RECIPE_KEYS = frozenset(
         # SpeechBrain run options taken from the YAML
         "precision", "skip_nonfinite_grads", "nonfinite_patience",
         "find_unused_parameters", "ckpt_interval_minutes",
+        "ckpt_interval_steps",
     }
 )  # fmt: skip
-
-# Keys of the merged tree that identify a run: resuming a folder written
-# with other values would load checkpoints that do not fit (or worse, fit).
-IDENTITY_KEYS = (
-    "model",
-    "fold",
-    "ssl_source",
-    "validation",
-    "speaker_normalization",
-    "corpora",  # several corpora (recipes/MultiCorpus): which, and the test
-    "test_corpus",
-)
 
 
 class RecipeResult(NamedTuple):
@@ -114,75 +119,44 @@ class RecipeResult(NamedTuple):
     metrics: dict
 
 
-def _flatten(node, prefix=""):
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``, tags kept in the values."""
-    if isinstance(node, dict):
-        items = {}
-        tag = getattr(getattr(node, "tag", None), "value", None)
-        if tag:
-            items[prefix] = tag
-        for key, value in node.items():
-            items.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-        return items
-    if isinstance(node, list):
-        items = {}
-        for i, value in enumerate(node):
-            items.update(_flatten(value, f"{prefix}[{i}]"))
-        return items
-    tag = getattr(getattr(node, "tag", None), "value", None)
-    value = getattr(node, "value", node)
-    return {prefix: f"{tag} {value}" if tag else str(value)}
+def run_identity(tree, composed=None, run_opts=None):
+    """What makes two runs the same experiment, from the unbuilt tree.
+
+    Every setting that shapes data, model or training: the keys in
+    :data:`RECIPE_KEYS` and every key they refer to, only the chosen
+    entries of picks, without output paths and run options (see
+    :func:`sercaf_toolkit.runs.identity_of`).
+
+    Arguments
+    ---------
+    tree : dict
+        The resolved, unbuilt tree (:func:`load_recipe`).
+    composed : str, optional
+        The merged YAML text (:func:`load_recipe`): which keys are used.
+        Without it, every key of the tree counts.
+    run_opts : mapping, optional
+        SpeechBrain's run options (``--precision`` counts).
+    """
+    return identity_of(tree, composed, RECIPE_KEYS, run_opts)
 
 
-def run_identity(tree):
-    """What makes two runs the same experiment, from the unbuilt tree."""
-    identity = {}
-    for key in IDENTITY_KEYS:
-        if key in tree:
-            # Only the blocks the run chose (streams: dual, not the other
-            # stream sets the recipe also defines).
-            chosen = only_chosen(copy.deepcopy(tree[key]))
-            identity.update(_flatten(chosen, key))
-    return identity
-
-
-def check_same_run(identity, output_folder):
-    """Refuses to resume a different experiment's run in the same folder.
+def check_same_run(identity, output_folder, data=None):
+    """Refuses, in one line, to write into a folder of another run.
 
     Runs before anything is written, so a refused run leaves the folder as
-    it was.
+    it was. ``data``: the data fingerprint asked now (or a function giving
+    it); see :func:`sercaf_toolkit.runs.check_run_folder`.
     """
-    path = os.path.join(output_folder, "run_info.json")
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as source:
-        earlier = json.load(source).get("identity")
-    if earlier is None:  # written by a version that kept no identity
-        return
-    different = sorted(
-        (
-            k
-            for k in set(earlier) | set(identity)
-            if earlier.get(k) != identity.get(k)
-        ),
-        # A recipe key (ssl_source) says more than a path into the model.
-        key=lambda k: ("." in k or "[" in k, k),
-    )
-    if different:
-        key = different[0]
-        names = ", ".join(different[:4]) + (
-            ", ..." if len(different) > 4 else ""
-        )
-        raise UserError(
-            f"{output_folder} holds a run of another experiment (it differs "
-            f"in {names}; {key}: {earlier.get(key)} there, "
-            f"{identity.get(key)} now); give this run its own "
-            "--output_folder or --experiment"
-        )
+    check_run_folder(output_folder, identity, data)
 
 
-def write_run_info(hparams, identity, hparams_file, overrides, path):
-    """Writes what identifies this run: system, fold, split, settings."""
+def write_run_info(hparams, identity, hparams_file, overrides, path, data=None):
+    """Writes what identifies this run: system, fold, split, settings.
+
+    ``identity`` (:func:`run_identity`) and ``data`` (the data
+    fingerprint, :func:`sercaf_toolkit.runs.data_fingerprint`) are what a
+    later run into the same folder is compared with.
+    """
     from sercaf_toolkit.lobes.model import describe_model
 
     info = describe_model(hparams["model"])
@@ -192,7 +166,10 @@ def write_run_info(hparams, identity, hparams_file, overrides, path):
     info["fold"] = hparams.get("fold")
     info["hparams_file"] = os.path.abspath(hparams_file)
     info["overrides"] = overrides_dict(overrides)
+    info["identity_version"] = IDENTITY_VERSION
     info["identity"] = identity
+    if data is not None:
+        info[DATA_KEY] = data
     split_info = os.path.join(hparams["output_folder"], "split_info.json")
     if os.path.exists(split_info):
         with open(split_info, encoding="utf-8") as source_file:
@@ -460,12 +437,19 @@ def load_recipe(argv, script_dir=None):
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     """Prepares data, trains, tests and exports, as the YAML file says.
 
+    A folder holds one run: asked again with the same settings and data,
+    a run resumes (or, finished, is tested and exported again); with any
+    difference (:func:`run_identity`, the data fingerprint) it is refused
+    in one line before anything is written, unless ``--rerun`` empties
+    the folder first. While it runs, ``run.lock`` keeps other runs out
+    (:class:`sercaf_toolkit.runs.RunLock`).
+
     Arguments
     ---------
     argv : list of str, optional
         Command-line arguments: the hparams file, SpeechBrain run options
-        (``--device``, ``--precision``, ...) and ``--key=value`` overrides
-        of YAML keys. Default: ``sys.argv[1:]``.
+        (``--device``, ``--precision``, ...), ``--key=value`` overrides
+        of YAML keys and ``--rerun``. Default: ``sys.argv[1:]``.
     script_dir : str, optional
         The recipe's folder, where the hparams path is looked for second.
     brain_class : type
@@ -476,16 +460,123 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     RecipeResult
         The output and inference folders and the test metrics (as written
         to ``test_metrics.json``).
+
+    Raises
+    ------
+    sercaf_toolkit.runs.RunInterrupted
+        On Ctrl-C: a ``KeyboardInterrupt`` saying where the run stopped.
     """
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv, rerun = split_rerun(argv)
+    progress = {"phase": "before training"}
+    try:
+        return _run_recipe(argv, script_dir, brain_class, rerun, progress)
+    except KeyboardInterrupt as error:
+        if isinstance(error, RunInterrupted):
+            raise
+        how = "the same command" + (" without --rerun" if rerun else "")
+        raise RunInterrupted(
+            f"interrupted {_where(progress)}; rerun {how} to resume"
+        ) from None
+
+
+def _where(progress):
+    """Where a run was when interrupted, for the one-line message."""
+    counter = progress.get("counter")
+    if progress["phase"] in ("training", "refit") and counter is not None:
+        epoch = max(int(counter.current), 1)
+        refit = " of the refit" if progress["phase"] == "refit" else ""
+        return f"during epoch {epoch}{refit}"
+    return progress["phase"]
+
+
+def _run_recipe(argv, script_dir, brain_class, rerun, progress):
     hparams_file, run_opts, overrides, composed, tree = load_recipe(
         argv, script_dir
     )
     output_folder = str(tree["output_folder"])
-    identity = run_identity(tree)
-    check_same_run(identity, output_folder)
+    identity = run_identity(tree, composed, run_opts)
+    # Before DDP starts, the rank is in the environment (torchrun). Only
+    # the main process locks, checks and prepares; the others wait.
+    main_process = (get_rank() or 0) == 0
+    lock = (
+        RunLock(output_folder, [sys.argv[0], *argv], name=_speaker())
+        if main_process
+        else contextlib.nullcontext()
+    )
+    with lock:
+        data = None
+        if main_process:
+            progress["phase"] = "while preparing the data"
+            data = _check_and_prepare(
+                identity,
+                output_folder,
+                hparams_file,
+                composed,
+                overrides,
+                rerun,
+            )
+        sb.utils.distributed.ddp_init_group(run_opts)
+        sb.utils.distributed.ddp_barrier()  # the main process prepared
+        progress["phase"] = "before training"
+        return _train_test_export(
+            brain_class,
+            hparams_file,
+            run_opts,
+            overrides,
+            composed,
+            tree,
+            identity,
+            data,
+            progress,
+        )
 
-    sb.utils.distributed.ddp_init_group(run_opts)
+
+def _speaker():
+    """Who speaks in notices: the recipe script, or ``sercaf``."""
+    script = os.path.basename(sys.argv[0] or "")
+    return script if script.endswith(".py") else "sercaf"
+
+
+def _check_and_prepare(
+    identity, output_folder, hparams_file, composed, overrides, rerun
+):
+    """Checks the folder against this run; prepares the data into it.
+
+    The data is prepared into a temporary folder first, so that a run
+    refused for other data leaves the run's folder as it was.
+
+    Returns
+    -------
+    dict
+        The data fingerprint.
+    """
+    if rerun:
+        empty_run_folder(output_folder)
+    else:  # settings first: a refusal then costs no preparation
+        check_same_run(identity, output_folder)
+    staging, data = prepare_staged(hparams_file, composed, overrides)
+    try:
+        check_same_run(identity, output_folder, data)
+    except UserError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    move_staged(staging, output_folder)
+    return data
+
+
+def _train_test_export(
+    brain_class,
+    hparams_file,
+    run_opts,
+    overrides,
+    composed,
+    tree,
+    identity,
+    data,
+    progress,
+):
+    output_folder = str(tree["output_folder"])
     hparams = load_hyperpyyaml(composed, overrides)
     sb.create_experiment_directory(
         experiment_directory=output_folder, overrides=overrides
@@ -496,13 +587,14 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
             out.write(f"# {os.path.abspath(hparams_file)}, layers merged")
             out.write(f" and overrides applied: {json.dumps(applied)}\n")
             ruamel.yaml.YAML().dump(tree, out)
-    run_on_main(hparams["prepare"])
-    info_file = os.path.join(output_folder, "run_info.json")
-    if if_main_process():
-        write_run_info(hparams, identity, hparams_file, overrides, info_file)
+        info_file = os.path.join(output_folder, "run_info.json")
+        write_run_info(
+            hparams, identity, hparams_file, overrides, info_file, data
+        )
 
     label_encoder = hparams["label_encoder"]
     validating = uses_validation(hparams.get("validation", DEFAULT_VALIDATION))
+    progress.update(phase="training", counter=hparams["epoch_counter"])
     brain, datasets = train(brain_class, hparams, run_opts, validating)
     if hparams.get("refit"):
         # Model selection chose the epoch count; training again from the
@@ -520,6 +612,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         )
         run_on_main(write_refit_manifests, args=[output_folder, hparams])
         label_encoder = hparams["label_encoder"]
+        progress.update(phase="refit", counter=hparams["epoch_counter"])
         brain, datasets = train(brain_class, hparams, run_opts, False)
         brain.selected_on = (
             f"refit on train+valid speakers for {epochs} epochs (the "
@@ -527,6 +620,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
         )
     elif not validating:
         brain.selected_on = "last epoch (no validation)"
+    progress["phase"] = "while testing"
     brain.evaluate(
         datasets["test"],
         max_key=brain.selection_key if brain.validating else None,
@@ -536,6 +630,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     )
     metrics_path = os.path.join(output_folder, "test_metrics.json")
     inference_folder = os.path.join(output_folder, "inference")
+    progress["phase"] = "while writing the test results and the export"
     if if_main_process():
         written = write_run_outputs(output_folder, brain, hparams["test_csv"])
         export_model(
@@ -572,7 +667,9 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
 def main(script_file):
     """Runs a recipe's ``train.py``: one line and exit 2 on a user mistake.
 
-    ``SERCAF_DEBUG=1`` shows the traceback as well (``--debug`` is
+    Ctrl-C ends in one line saying where the run stopped (``interrupted
+    during epoch 3; rerun the same command to resume``) and exit status
+    130. ``SERCAF_DEBUG=1`` shows the traceback as well (``--debug`` is
     SpeechBrain's own run option: a few batches only).
     """
     try:
@@ -587,3 +684,15 @@ def main(script_file):
             f"{os.path.basename(script_file)}: error: {error}", file=sys.stderr
         )
         sys.exit(2)
+    except KeyboardInterrupt as error:
+        # Ctrl-C is the user's choice, not a failure: one line, no
+        # traceback, and the usual exit status of a SIGINT (128 + 2).
+        if os.environ.get("SERCAF_DEBUG") == "1":
+            raise
+        message = str(error) if isinstance(error, RunInterrupted) else ""
+        print(
+            f"{os.path.basename(script_file)}: "
+            + (message or "interrupted; rerun the same command to resume"),
+            file=sys.stderr,
+        )
+        sys.exit(130)

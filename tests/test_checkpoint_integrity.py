@@ -23,6 +23,7 @@ import yaml
 
 import sercaf_toolkit
 from sercaf_toolkit import checkpoints as checkpoints_module
+from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.checkpoints import AtomicCheckpointer, CheckpointSaveError
 from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.errors import UserError
@@ -244,6 +245,11 @@ def demo_data(tmp_path_factory):
     return tmp_path_factory.mktemp("demo_data")
 
 
+# These tests are about the checkpoints of epoch ends: the Demo recipe's
+# intra-epoch ones (every few steps) would count among the recent ones.
+ONLY_AT_EPOCH_ENDS = "--ckpt_interval_steps=0"
+
+
 def checkpoints_by_epoch(output):
     found = {}
     for path in (output / "save").glob("CKPT+*"):
@@ -269,13 +275,25 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
 ):
     output = tmp_path / "run"
     straight = run_recipe(
-        demo_args(demo_data, output, "--number_of_epochs=2", "--seed=7")
+        demo_args(
+            demo_data,
+            output,
+            ONLY_AT_EPOCH_ENDS,
+            "--number_of_epochs=2",
+            "--seed=7",
+        )
     )
     kept = checkpoints_by_epoch(output)
     assert sorted(kept) == [1, 2]  # the latest two, the best among them
     truncate(kept[2] / "model.ckpt")
     resumed = run_recipe(
-        demo_args(demo_data, output, "--number_of_epochs=2", "--seed=7")
+        demo_args(
+            demo_data,
+            output,
+            ONLY_AT_EPOCH_ENDS,
+            "--number_of_epochs=2",
+            "--seed=7",
+        )
     )
     assert resumed.metrics == straight.metrics  # epoch 2 trained again
     (warning,) = warnings_in_log(output)
@@ -289,12 +307,24 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
 def test_no_intact_checkpoint_restarts_from_scratch(demo_data, tmp_path):
     output = tmp_path / "run"
     first = run_recipe(
-        demo_args(demo_data, output, "--number_of_epochs=1", "--seed=7")
+        demo_args(
+            demo_data,
+            output,
+            ONLY_AT_EPOCH_ENDS,
+            "--number_of_epochs=1",
+            "--seed=7",
+        )
     )
     (only,) = checkpoints_by_epoch(output).values()
     truncate(only / "model.ckpt")
     again = run_recipe(
-        demo_args(demo_data, output, "--number_of_epochs=1", "--seed=7")
+        demo_args(
+            demo_data,
+            output,
+            ONLY_AT_EPOCH_ENDS,
+            "--number_of_epochs=1",
+            "--seed=7",
+        )
     )
     assert again.metrics == first.metrics  # trained again, same seed
     damaged, scratch = warnings_in_log(output)
@@ -307,11 +337,30 @@ def test_no_intact_checkpoint_restarts_from_scratch(demo_data, tmp_path):
     assert log.count("epoch: 1,") == 2
 
 
+class _Stopped(Exception):
+    """Stands for a run that stopped after its first epoch."""
+
+
+class _StopsAfterFirstEpoch(SERBrain):
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        super().on_stage_end(stage, stage_loss, epoch)
+        if epoch == 1 and stage.name == "VALID":
+            raise _Stopped
+
+
 def test_full_disk_stops_the_run_in_one_line_and_keeps_the_checkpoint(
     demo_data, tmp_path, monkeypatch
 ):
     output = tmp_path / "run"
-    run_recipe(demo_args(demo_data, output, "--number_of_epochs=1", "--seed=7"))
+    argv = demo_args(
+        demo_data,
+        output,
+        ONLY_AT_EPOCH_ENDS,
+        "--number_of_epochs=2",
+        "--seed=7",
+    )
+    with pytest.raises(_Stopped):  # a run stopped after its first epoch
+        run_recipe(argv, brain_class=_StopsAfterFirstEpoch)
     real_save = torch.save
 
     def full_disk(obj, path, *args, **kwargs):
@@ -321,9 +370,7 @@ def test_full_disk_stops_the_run_in_one_line_and_keeps_the_checkpoint(
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CheckpointSaveError) as raised:
-        run_recipe(
-            demo_args(demo_data, output, "--number_of_epochs=2", "--seed=7")
-        )
+        run_recipe(argv)  # resumed: epoch 2's checkpoint cannot be saved
     monkeypatch.undo()
     message = str(raised.value)
     assert "\n" not in message

@@ -8,6 +8,7 @@ the fake model folder below could not be loaded anyway.
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -287,3 +288,47 @@ def test_threads_default_follows_omp_num_threads(monkeypatch):
     args = cli.build_parser().parse_args(["evaluate", "m", "--threads", "2"])
     cli._check_threads(args)
     assert args.threads == 2
+
+
+def test_cv_folds_out_of_range_are_one_line_before_anything_runs(tmp_path):
+    root = tmp_path / "cv"
+    result = sercaf(
+        "cv",
+        ROOT / "recipes" / "Demo",
+        "hparams/caf.yaml",
+        "--folds",
+        "3-5",
+        "--output-root",
+        root,
+        "--",
+        f"--data_folder={tmp_path / 'data'}",
+    )
+    assert_user_error(result, "--folds 3-5", "fold 5", "folds 1-4")
+    assert not root.exists()  # nothing written
+
+
+def test_cv_into_a_root_in_use_is_one_line(tmp_path):
+    root = tmp_path / "cv"
+    root.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "input()"], stdin=-1)
+    lock = (
+        f'{{"pid": {holder.pid}, "host": "{socket.gethostname()}", '
+        '"started": "2026-01-01T10:00:00", "command": "sercaf cv"}'
+    )
+    (root / "run.lock").write_text(lock)
+    try:
+        result = sercaf(
+            "cv",
+            ROOT / "recipes" / "Demo",
+            "hparams/caf.yaml",
+            "--output-root",
+            root,
+            "--",
+            f"--data_folder={tmp_path / 'data'}",
+        )
+    finally:
+        holder.communicate(b"\n")
+    assert_user_error(
+        result, f"{root} is in use", f"pid {holder.pid}", "--output-root"
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["run.lock"]

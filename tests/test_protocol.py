@@ -131,8 +131,43 @@ def test_cv_on_demo_two_files_two_seeds_and_stale_runs(
     # Another setting: refused, naming it, with nothing run or deleted.
     assert cli.main([*base, "--number_of_epochs=2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        len(err) == 1
-        and "number_of_epochs=1, not number_of_epochs=2" in (err[0])
-    )
+    assert len(err) == 1 and "(number_of_epochs: 1 there, 2 now)" in err[0]
+    assert "--rerun" in err[0] and "--output-root" in err[0]
     assert (root / "caf" / "seed_1" / "fold_1" / "test_metrics.json").exists()
+    assert not (root / "run.lock").exists()
+
+
+def test_cv_summary_keeps_every_experiment_of_its_root(demo_data, tmp_path):
+    root = tmp_path / "cv"
+
+    def cv(stem, *options, epochs=1):
+        return cli.main(
+            [
+                "cv",
+                str(DEMO),
+                f"hparams/{stem}.yaml",
+                "--folds=1",
+                f"--output-root={root}",
+                *options,
+                "--",
+                f"--data_folder={demo_data}",
+                "--utterances_per_emotion=2",
+                "--device=cpu",
+                f"--number_of_epochs={epochs}",
+            ]
+        )
+
+    assert cv("caf") == 0
+    assert cv("sum") == 0  # a second invocation into the same root
+    summary = json.loads((root / "cv_summary.json").read_text())
+    assert list(summary["experiments"]) == ["caf", "sum"]
+    for result in summary["experiments"].values():
+        assert [run["fold"] for run in result["runs"]] == [1]
+    table = (root / "results.md").read_text()
+    assert "| caf |" in table and "| sum |" in table
+    # --rerun reaches the fold that differs: it trains afresh.
+    assert cv("caf", "--rerun", epochs=2) == 0
+    log = (root / "caf" / "fold_1" / "train_log.txt").read_text()
+    assert log.count("epoch: 1,") == 1 and log.count("epoch: 2,") == 1
+    summary = json.loads((root / "cv_summary.json").read_text())
+    assert list(summary["experiments"]) == ["caf", "sum"]

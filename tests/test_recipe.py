@@ -1,11 +1,20 @@
 """The demo recipe end to end: training, unseen-speaker test, export, resume."""
 
 import csv
+import hashlib
 import json
 import os
 import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
+import ruamel.yaml
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
@@ -189,13 +198,13 @@ def test_refuses_to_resume_another_experiment(
         path: path.read_bytes() for path in output.rglob("*") if path.is_file()
     }
     with pytest.raises(
-        UserError, match="holds a run of another experiment.*ssl_source"
+        UserError, match="holds a run of another experiment [(]ssl_source: "
     ):
         run_recipe(
             demo_argv(
                 demo_data,
                 output,
-                "--number_of_epochs=2",
+                "--number_of_epochs=1",
                 f"--ssl_source={tiny_ssl_source('hubert')}",
             )
         )
@@ -213,9 +222,250 @@ def test_identity_holds_only_the_chosen_blocks(tmp_path):
 
     def identity(*extra):
         argv = demo_argv(tmp_path / "data", tmp_path / "run", *extra)
-        return run_identity(load_recipe(argv)[-1])
+        _, run_opts, _, composed, tree = load_recipe(argv)
+        return run_identity(tree, composed, run_opts)
 
     dual = identity()
-    assert not any("triple" in key or "logmel" in key for key in dual)
+    # Neither the mappings of options nor an unchosen option's keys.
+    assert not any(
+        key.startswith(("stream_sets", "scratch_encoders", "egemaps"))
+        for key in dual
+    )
     assert identity("--egemaps_filters=7") == dual
     assert identity("--streams=logmel") != dual
+
+
+def test_identity_is_every_setting_but_output_paths_and_run_options(
+    tmp_path,
+):
+    from sercaf_toolkit.recipe import load_recipe, run_identity
+    from sercaf_toolkit.runs import first_difference
+
+    def identity(*extra, output="run"):
+        argv = demo_argv(tmp_path / "data", tmp_path / output, *extra)
+        _, run_opts, _, composed, tree = load_recipe(argv)
+        return run_identity(tree, composed, run_opts)
+
+    base = identity()
+    assert base["lr"] == "0.002" and base["utterances_per_emotion"] == "6"
+    for extra, difference in (
+        ("--lr=0.01", ("lr", "0.002", "0.01")),
+        ("--seed=3", ("seed", "1986", "3")),
+        ("--validation=group", ("validation", "speaker", "group")),
+        ("--streams=logmel", ("streams", "dual", "logmel")),
+        ("--precision=bf16", ("precision", "fp32", "bf16")),  # a run option
+    ):
+        assert first_difference(base, identity(extra)) == difference
+    # Where a run writes and how it is carried out do not count.
+    assert identity(output="elsewhere") == base
+    for extra in (
+        "--num_workers=3",
+        "--ckpt_interval_steps=9",
+        "--compile_streams=True",
+        "--device=cuda:1",
+    ):
+        assert identity(extra) == base, extra
+    assert not any(str(tmp_path / "run") in value for value in base.values())
+
+
+# A folder holds one run ---------------------------------------------------
+
+
+def folder_digest(folder):
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(
+            path.read_bytes()
+        ).hexdigest()
+        for path in sorted(pathlib.Path(folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(demo_data, tmp_path_factory):
+    """A finished one-epoch run; tests that change it work on a copy."""
+    output = tmp_path_factory.mktemp("finished") / "run"
+    result = run_recipe(demo_argv(demo_data, output, "--number_of_epochs=1"))
+    return output, result
+
+
+def copy_of(finished, tmp_path):
+    """A copy of the finished run: a moved run is still the same run."""
+    target = tmp_path / "run"
+    shutil.copytree(finished[0], target)
+    return target
+
+
+def test_asked_again_with_another_setting_is_refused_unchanged(
+    demo_data, finished
+):
+    output, _ = finished
+    before = folder_digest(output)
+    for extra, named in (
+        ("--lr=0.01", "(lr: 0.002 there, 0.01 now)"),
+        ("--validation=group", "(validation: speaker there, group now)"),
+    ):
+        with pytest.raises(UserError) as raised:
+            run_recipe(
+                demo_argv(demo_data, output, "--number_of_epochs=1", extra)
+            )
+        message = str(raised.value)
+        assert "\n" not in message
+        assert message.startswith(f"{output} holds a run of another")
+        assert named in message
+        assert "--rerun" in message and "--output_folder" in message
+    assert folder_digest(output) == before  # not a byte changed
+
+
+def test_changed_audio_is_refused_unchanged(demo_data, finished):
+    output, _ = finished
+    wav = read_manifest(output / "train.csv")[0]["wav"]
+    stat = os.stat(wav)
+    before = folder_digest(output)
+    os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        with pytest.raises(UserError) as raised:
+            run_recipe(demo_argv(demo_data, output, "--number_of_epochs=1"))
+    finally:
+        os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    message = str(raised.value)
+    assert re.search(
+        r"\(data: (\d+) audio files, \d+ bytes, sha256 \w+ there, \1 audio "
+        r"files, \d+ bytes, sha256 \w+ now\); add --rerun",
+        message,
+    ), message
+    assert folder_digest(output) == before
+
+
+def test_the_same_command_again_tests_and_exports_again(
+    demo_data, finished, tmp_path
+):
+    output = copy_of(finished, tmp_path)
+    (output / "test_metrics.json").unlink()
+    shutil.rmtree(output / "inference")
+    result = run_recipe(demo_argv(demo_data, output, "--number_of_epochs=1"))
+    assert result.metrics == finished[1].metrics
+    assert (output / "inference" / "embedding_model.ckpt").exists()
+    log = (output / "train_log.txt").read_text()
+    assert log.count("epoch: 1,") == 1  # not trained again
+    assert not (output / "run.lock").exists()
+
+
+def test_rerun_starts_afresh_and_the_record_matches(
+    demo_data, finished, tmp_path
+):
+    from sercaf_toolkit.recipe import load_recipe, run_identity
+    from sercaf_toolkit.runs import run_difference
+
+    output = copy_of(finished, tmp_path)
+    (output / "left_by_the_earlier_run.txt").write_text("x")
+    argv = demo_argv(demo_data, output, "--number_of_epochs=1", "--lr=0.01")
+    run_recipe([*argv, "--rerun"])
+    assert not (output / "left_by_the_earlier_run.txt").exists()
+    assert (output / "train_log.txt").read_text().count("epoch: 1,") == 1
+    info = json.loads((output / "run_info.json").read_text())
+    assert info["identity"]["lr"] == "0.01"
+    assert ruamel.yaml.YAML().load(output / "hyperparams.yaml")["lr"] == 0.01
+    # The record is what the command asks: asked again, the same run.
+    _, run_opts, _, composed, tree = load_recipe(argv)
+    identity = run_identity(tree, composed, run_opts)
+    assert run_difference(str(output), identity) is None
+
+
+def test_rerun_never_empties_a_folder_without_a_run(demo_data, tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="does not hold a run"):
+        run_recipe([*demo_argv(demo_data, folder), "--rerun"])
+    assert (folder / "thesis.tex").read_text() == "years of work"
+    assert sorted(os.listdir(folder)) == ["thesis.tex"]
+
+
+def test_a_locked_folder_is_refused_and_a_stale_lock_taken_over(
+    demo_data, finished, tmp_path, capsys
+):
+    output = copy_of(finished, tmp_path)
+    argv = demo_argv(demo_data, output, "--number_of_epochs=1")
+    holder = subprocess.Popen([sys.executable, "-c", "input()"], stdin=-1)
+    lock = {
+        "pid": holder.pid,
+        "host": socket.gethostname(),
+        "started": "2026-01-01T10:00:00",
+        "command": "train.py hparams/caf.yaml",
+    }
+    (output / "run.lock").write_text(json.dumps(lock))
+    before = folder_digest(output)
+    try:
+        with pytest.raises(UserError) as raised:
+            run_recipe(argv)
+    finally:
+        holder.communicate(b"\n")  # ends it: its lock is left behind
+    message = str(raised.value)
+    assert "\n" not in message
+    assert (
+        f"{output} is in use by another run (pid {holder.pid} on "
+        f"{socket.gethostname()}, started 2026-01-01T10:00:00)" in message
+    )
+    assert folder_digest(output) == before
+    capsys.readouterr()
+    run_recipe(argv)  # the holder is gone: its lock is taken over
+    err = capsys.readouterr().err
+    assert f"taking over {output / 'run.lock'}: its run (pid {holder.pid}" in (
+        err
+    )
+    assert not (output / "run.lock").exists()  # released at the end
+
+
+def _intra_epoch_checkpoints(save):
+    found = []
+    for meta in pathlib.Path(save).glob("CKPT+*/CKPT.yaml"):
+        if "end-of-epoch: false" in meta.read_text():
+            found.append(meta.parent)
+    return found
+
+
+def test_ctrl_c_ends_in_one_line_and_the_same_command_resumes(
+    demo_data, finished, tmp_path
+):
+    output = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(DEMO / "train.py"),
+        *demo_argv(demo_data, output, "--number_of_epochs=2"),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        deadline = time.time() + 240
+        # The Demo recipe checkpoints every few steps inside an epoch.
+        while not _intra_epoch_checkpoints(output / "save"):
+            assert process.poll() is None, "finished before the interrupt"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    text = (tmp_path / "stderr.txt").read_text()
+    assert "Traceback" not in text
+    last = text.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"train\.py: interrupted during epoch (\d); rerun the same command "
+        r"to resume",
+        last,
+    )
+    assert match, last
+    assert not (output / "run.lock").exists()
+    assert not (output / "test_metrics.json").exists()
+    (kept,) = _intra_epoch_checkpoints(output / "save")
+    rerun = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # It went on from the checkpoint inside the epoch, not from scratch.
+    assert (
+        f"Loading a checkpoint from {kept}" in (output / "log.txt").read_text()
+    )
+    log = (output / "train_log.txt").read_text()
+    assert log.count("epoch: 1,") == 1 and log.count("epoch: 2,") == 1
