@@ -22,11 +22,11 @@ with open("sercaf_toolkit/__init__.py", encoding="utf-8") as init:
 #
 # SpeechBrain (speechbrain.core.Brain, speechbrain.utils.checkpoints):
 # - Brain._train_loader_specifics(dataset, loader_kwargs), overridden by
-#   SERBrain (sercaf_toolkit/brain.py) to register a dynamic batch sampler
+#   SERBrain (sercaf_toolkit/training/brain.py) to register a dynamic batch sampler
 #   as Brain.train_sampler, whose set_epoch(epoch) Brain calls each epoch;
 # - Checkpointer._new_checkpoint_dirpath() and
 #   Checkpointer._custom_checkpoint_dirpath(name), overridden by
-#   AtomicCheckpointer (sercaf_toolkit/checkpoints.py) so that
+#   AtomicCheckpointer (sercaf_toolkit/training/checkpoints.py) so that
 #   save_checkpoint writes into a hidden .partial- folder, renamed when
 #   complete (list_checkpoints ignores folders without the CKPT prefix).
 #

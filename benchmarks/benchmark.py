@@ -624,7 +624,7 @@ def figure_deployment(model, size, workload, report, threads):
     import json
     import subprocess
 
-    from sercaf_toolkit.onnx_export import export_module
+    from sercaf_toolkit.deployment.onnx_export import export_module
 
     worker = os.path.join(os.path.dirname(__file__), "runtime_worker.py")
     labels = [f"class{i}" for i in range(N_CLASSES)]
@@ -702,8 +702,8 @@ def demo_label_agreement(utterances=6, epochs=6):
     import csv
     import subprocess
 
-    from sercaf_toolkit.inference import EmotionPredictor
-    from sercaf_toolkit.onnx_export import export_onnx
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.onnx_export import export_onnx
 
     recipe = os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "Demo"

@@ -25,7 +25,8 @@ and its speaker-independent folds, side by side on the same folds:
 Rows 1-2 train on every non-test speaker (train + valid: a linear model
 needs no model selection); rows 3-5 train on the train split and pick
 their checkpoint on the valid speakers, exactly as the recipes do
-(``sercaf_toolkit.recipe.run_recipe``). The table gives mean +- std over
+(``sercaf_toolkit.training.recipe.run_recipe``). The table gives mean +-
+std over
 folds x seeds of UA, WA and macro F1 (scikit-learn's
 ``balanced_accuracy_score``, ``accuracy_score``, ``f1_score``) computed
 from each run's test predictions.
@@ -196,7 +197,7 @@ def run_baseline(row, splits, all_paths, cache_folder):
 
 def run_deep(row, fold, seed, args, output_folder):
     """Trains the recipe of ``row`` on one fold through ``run_recipe``."""
-    from sercaf_toolkit.recipe import run_recipe
+    from sercaf_toolkit.training.recipe import run_recipe
 
     hparams, extra = DEEP_ROWS[row]
     argv = [

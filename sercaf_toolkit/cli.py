@@ -187,7 +187,7 @@ def _check_model(model, onnx_ok=True):
     _existing_file(
         model, "ONNX model", "give a file written by sercaf export-onnx"
     )
-    from sercaf_toolkit.onnx_runtime import require
+    from sercaf_toolkit.deployment.onnx_runtime import require
 
     require("onnxruntime")
 
@@ -317,7 +317,7 @@ def _cv(args):
                 f"--gpus {args.gpus}: not GPU indices; give e.g. --gpus 0,1"
             ) from None
 
-    from sercaf_toolkit.cv import CrossValidation
+    from sercaf_toolkit.training.cv import CrossValidation
 
     cv = CrossValidation(
         args.recipe,
@@ -433,7 +433,7 @@ def _check_predict_args(args):
             f"--min_seconds {args.min_seconds}: give 0 seconds or more"
         )
     if args.out is not None:
-        from sercaf_toolkit.inference import check_output_path
+        from sercaf_toolkit.deployment.inference import check_output_path
 
         check_output_path(args.out)
     for option, target in (("--out", args.out), ("--plot", args.plot)):
@@ -443,7 +443,7 @@ def _check_predict_args(args):
 
 def _predict(args):
     _check_predict_args(args)
-    from sercaf_toolkit.inference import expand_inputs
+    from sercaf_toolkit.deployment.inference import expand_inputs
 
     # Reads the list files now, so that a bad one stops us before the
     # model loads.
@@ -454,7 +454,10 @@ def _predict(args):
             "folders holding some, or lists of paths"
         )
 
-    from sercaf_toolkit.inference import EmotionPredictor, write_records
+    from sercaf_toolkit.deployment.inference import (
+        EmotionPredictor,
+        write_records,
+    )
 
     use_threads(args.threads)
     predictor = EmotionPredictor(
@@ -504,7 +507,7 @@ def _plot_timelines(args, records, report, labels):
             file=sys.stderr,
         )
         return
-    from sercaf_toolkit.plots import plot_timelines
+    from sercaf_toolkit.evaluation.plots import plot_timelines
 
     segments = {path: [] for path in windows}
     for record in records:
@@ -555,8 +558,11 @@ def _attention(args):
     import json
 
     from sercaf_toolkit.data import AudioError
-    from sercaf_toolkit.inference import EmotionPredictor, read_checked
-    from sercaf_toolkit.plots import plot_attention_maps
+    from sercaf_toolkit.deployment.inference import (
+        EmotionPredictor,
+        read_checked,
+    )
+    from sercaf_toolkit.evaluation.plots import plot_attention_maps
 
     try:  # before the model loads: a bad file is the user's to fix
         read_checked(args.audio)
@@ -618,7 +624,7 @@ def _export_onnx(args):
         raise UserError(f"{args.out}: give an output file name ending in .onnx")
     _writable_target(args.out, "output")
     # export_onnx checks onnx and onnxruntime before it loads the model.
-    from sercaf_toolkit.onnx_export import export_onnx
+    from sercaf_toolkit.deployment.onnx_export import export_onnx
 
     result = export_onnx(args.model_dir, args.out, int8=args.int8)
     kind = "int8" if args.int8 else "fp32"
@@ -689,7 +695,7 @@ def _evaluate(args):
     if args.out is not None:
         _creatable_folder(args.out, "--out")
     _check_batch_and_device(args)
-    from sercaf_toolkit.evaluate import evaluate_corpus
+    from sercaf_toolkit.evaluation.evaluate import evaluate_corpus
 
     use_threads(args.threads)
     result = evaluate_corpus(
@@ -735,7 +741,7 @@ def _table(args):
         )
     if args.out is not None:
         _writable_target(args.out, "--out")
-    from sercaf_toolkit.results import merge_summaries, results_table
+    from sercaf_toolkit.evaluation.results import merge_summaries, results_table
 
     table = results_table(merge_summaries(args.summaries))
     if args.out:

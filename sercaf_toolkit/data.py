@@ -260,3 +260,22 @@ def loader_kwargs(hparams, stage_key, dataset, shuffle):
             seed=seed,
         )
     return options
+
+
+def label_encoder_of_size(n_labels):
+    """An empty CategoricalEncoder that expects ``n_labels`` labels.
+
+    The exported ``hyperparams.yaml`` builds its label encoder with this,
+    so that the labels the Pretrainer loads into it are checked and
+    SpeechBrain does not warn that ``expect_len`` was never called.
+
+    Example
+    -------
+    >>> label_encoder_of_size(4).expected_len
+    4
+    """
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoder = CategoricalEncoder()
+    encoder.expect_len(n_labels)
+    return encoder

@@ -7,7 +7,7 @@ import pytest
 import speechbrain as sb
 import torch
 
-from sercaf_toolkit.export import export_model
+from sercaf_toolkit.deployment.export import export_model
 from sercaf_toolkit.hparams import load_hparams
 from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
 

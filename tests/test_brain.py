@@ -7,9 +7,9 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.hparams import load_hparams
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.training.brain import SERBrain
+from sercaf_toolkit.training.recipe import run_recipe
 
 DEMO = pathlib.Path(__file__).resolve().parent.parent / "recipes" / "Demo"
 

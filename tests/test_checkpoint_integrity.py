@@ -22,16 +22,19 @@ import torch
 import yaml
 
 import sercaf_toolkit
-from sercaf_toolkit import checkpoints as checkpoints_module
-from sercaf_toolkit.brain import SERBrain
-from sercaf_toolkit.checkpoints import AtomicCheckpointer, CheckpointSaveError
 from sercaf_toolkit.corpora.demo import synthesize_utterance
+from sercaf_toolkit.deployment.export import export_model
+from sercaf_toolkit.deployment.inference import EmotionPredictor
 from sercaf_toolkit.errors import UserError
-from sercaf_toolkit.export import export_model
 from sercaf_toolkit.hparams import load_hparams
-from sercaf_toolkit.inference import EmotionPredictor
 from sercaf_toolkit.integrity import CHECKSUMS, damage, write_checksums
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.training import checkpoints as checkpoints_module
+from sercaf_toolkit.training.brain import SERBrain
+from sercaf_toolkit.training.checkpoints import (
+    AtomicCheckpointer,
+    CheckpointSaveError,
+)
+from sercaf_toolkit.training.recipe import run_recipe
 from tests.demo_runs import DEMO_YAML, demo_args
 
 ROOT = pathlib.Path(sercaf_toolkit.__file__).resolve().parent.parent
@@ -262,7 +265,7 @@ def checkpoints_by_epoch(output):
 
 def warnings_in_log(output):
     """The warnings of the checkpointer in the run's log.txt."""
-    marker = " - sercaf_toolkit.checkpoints - WARNING - "
+    marker = " - sercaf_toolkit.training.checkpoints - WARNING - "
     return [
         line.split(marker, 1)[1]
         for line in (output / "log.txt").read_text().splitlines()

@@ -157,7 +157,7 @@ def test_predict_help_shows_defaults():
 
 
 def test_min_seconds_default_is_the_library_one():
-    from sercaf_toolkit.inference import MIN_SECONDS
+    from sercaf_toolkit.deployment.inference import MIN_SECONDS
 
     args = cli.build_parser().parse_args(["predict", "m", "a.wav"])
     assert args.min_seconds == MIN_SECONDS

@@ -17,7 +17,7 @@ from sercaf_toolkit.lobes import (
     SumFusion,
     TextRCNN,
 )
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.training.recipe import run_recipe
 from tests.mock_corpora import make_casia, make_emodb
 
 RECIPES = pathlib.Path(__file__).resolve().parent.parent / "recipes"

@@ -26,8 +26,8 @@ import sys
 
 import pytest
 
-from sercaf_toolkit.recipe import run_recipe
 from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
+from sercaf_toolkit.training.recipe import run_recipe
 from tests.mock_corpora import (
     make_casia,
     make_emodb,

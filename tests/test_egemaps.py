@@ -90,7 +90,7 @@ def test_missing_opensmile_is_one_line(monkeypatch, tmp_path):
         EGeMAPSDescriptors()(torch.zeros(1, 1600))
     # The recipe refuses before anything is built or written, and only
     # when the chosen streams use eGeMAPS.
-    from sercaf_toolkit.recipe import load_recipe
+    from sercaf_toolkit.training.recipe import load_recipe
 
     argv = [
         "recipes/Demo/hparams/caf.yaml",
@@ -129,7 +129,7 @@ def test_recipe_builds_and_runs_three_streams(tmp_path):
 
 
 def test_results_table_puts_the_egemaps_stream_with_the_scratch_ones():
-    from sercaf_toolkit.results import results_table
+    from sercaf_toolkit.evaluation.results import results_table
 
     system = {
         "streams": ["wav2vec2", "DPCNN", "EGeMAPSDescriptors/DPCNN"],

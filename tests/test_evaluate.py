@@ -108,7 +108,7 @@ def test_evaluate_uses_the_mapped_files_and_sklearn_metrics(
 def test_evaluate_one_fold_tests_its_speakers_only(
     corpora, demo_model_dir, tmp_path
 ):
-    from sercaf_toolkit.evaluate import evaluate_corpus
+    from sercaf_toolkit.evaluation.evaluate import evaluate_corpus
 
     result = evaluate_corpus(
         demo_model_dir,
@@ -191,7 +191,7 @@ def test_the_vocabulary_table_in_the_docs_is_the_code():
 def test_a_csv_corpus_keeps_its_shared_labels(
     corpora, demo_model_dir, tmp_path
 ):
-    from sercaf_toolkit.evaluate import evaluate_corpus
+    from sercaf_toolkit.evaluation.evaluate import evaluate_corpus
 
     wavs = sorted((corpora["EmoDB"] / "wav").glob("*.wav"))[:6]
     listing = tmp_path / "mine.csv"

@@ -11,7 +11,7 @@ import torch
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.corpora.demo import synthesize_utterance
-from sercaf_toolkit.inference import (
+from sercaf_toolkit.deployment.inference import (
     EmotionPredictor,
     expand_inputs,
     truncation,

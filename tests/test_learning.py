@@ -170,7 +170,7 @@ def test_benchmark_names_the_extra_when_opensmile_is_missing(
 
 def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path):
     """Brief training of the log-mel recipe; UA pooled over two folds."""
-    from sercaf_toolkit.recipe import run_recipe
+    from sercaf_toolkit.training.recipe import run_recipe
 
     torch.set_num_threads(1)
     true, predicted = [], []

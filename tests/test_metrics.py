@@ -13,7 +13,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from sercaf_toolkit.metrics import EmotionMetrics
+from sercaf_toolkit.evaluation.metrics import EmotionMetrics
 
 
 def reference(targets, predictions, n_classes):

@@ -12,7 +12,7 @@ from sercaf_toolkit.corpora.multi import prepare_multi
 from sercaf_toolkit.data import read_manifest
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.hparams import resolve_hparams
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.training.recipe import run_recipe
 from tests.mock_corpora import make_emodb, make_ravdess
 from tests.test_corpus_recipes import tiny_overrides
 

@@ -16,11 +16,11 @@ pytest.importorskip("onnxruntime")
 
 from sercaf_toolkit import cli  # noqa: E402
 from sercaf_toolkit.corpora.demo import synthesize_utterance  # noqa: E402
+from sercaf_toolkit.deployment.inference import EmotionPredictor  # noqa: E402
+from sercaf_toolkit.deployment.onnx_export import export_onnx  # noqa: E402
+from sercaf_toolkit.deployment.onnx_runtime import OnnxModel  # noqa: E402
 from sercaf_toolkit.errors import UserError  # noqa: E402
-from sercaf_toolkit.inference import EmotionPredictor  # noqa: E402
 from sercaf_toolkit.lobes.spectrogram import LogMel  # noqa: E402
-from sercaf_toolkit.onnx_export import export_onnx  # noqa: E402
-from sercaf_toolkit.onnx_runtime import OnnxModel  # noqa: E402
 from tests.helpers import pad_with_noise  # noqa: E402
 
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -116,7 +116,7 @@ def test_fp32_gives_pytorch_log_probabilities(onnx_models, torch_predictor):
 def trained_demo(tmp_path_factory):
     """A demo model trained for 3 epochs (an untrained one labels all
     utterances alike, which any quantisation would agree with)."""
-    from sercaf_toolkit.recipe import run_recipe
+    from sercaf_toolkit.training.recipe import run_recipe
     from tests.demo_runs import demo_args
 
     root = tmp_path_factory.mktemp("trained")
@@ -283,7 +283,7 @@ def test_every_stream_and_fusion_exports(
     from functools import partial
 
     from sercaf_toolkit import lobes
-    from sercaf_toolkit.onnx_export import export_module
+    from sercaf_toolkit.deployment.onnx_export import export_module
 
     torch.manual_seed(0)
     encoders = {
@@ -313,8 +313,8 @@ def test_every_stream_and_fusion_exports(
 
 
 def test_an_egemaps_stream_is_refused_in_one_line(tmp_path):
+    from sercaf_toolkit.deployment.onnx_export import export_module
     from sercaf_toolkit.lobes import EGeMAPSDescriptors
-    from sercaf_toolkit.onnx_export import export_module
 
     model = torch.nn.Sequential(EGeMAPSDescriptors())
     with pytest.raises(UserError, match="EGeMAPSDescriptors block"):

@@ -96,7 +96,7 @@ def ruamel_text(value):
 
 
 def test_a_logmel_run_builds_and_checks_no_ssl_model(tmp_path):
-    from sercaf_toolkit.recipe import load_recipe
+    from sercaf_toolkit.training.recipe import load_recipe
 
     argv = [
         str(DEMO),
@@ -186,7 +186,6 @@ def test_the_trainer_asks_streams_what_is_pretrained():
 
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from sercaf_toolkit.brain import SERBrain
     from sercaf_toolkit.lobes import (
         DPCNN,
         DualStreamModel,
@@ -195,6 +194,7 @@ def test_the_trainer_asks_streams_what_is_pretrained():
         SpectrogramStream,
         SumFusion,
     )
+    from sercaf_toolkit.training.brain import SERBrain
 
     pretrained = _Pretrained()
     model = DualStreamModel(
@@ -230,7 +230,7 @@ def test_the_trainer_asks_streams_what_is_pretrained():
 def test_export_writes_what_each_stream_asks(tmp_path):
     # A stream's export_arguments replace its recipe arguments in the
     # exported definition (an SSL stream: its config instead of a folder).
-    from sercaf_toolkit.export import export_model
+    from sercaf_toolkit.deployment.export import export_model
 
     hparams = demo_model(tmp_path)
     encoder = hparams["label_encoder"]
@@ -281,8 +281,8 @@ def test_the_hub_preflight_asks_the_users_endpoint(tmp_path):
             "HF_HOME": str(tmp_path / "hf"),
         }
         code = (
-            "from sercaf_toolkit.preflight import check_pretrained_source"
-            " as c\n"
+            "from sercaf_toolkit.training.preflight import"
+            " check_pretrained_source as c\n"
             "c('team/emotion-model')\n"
             "try:\n"
             "    c('team/unknown')\n"

@@ -3,7 +3,7 @@
 import pytest
 from matplotlib.colors import to_rgba
 
-from sercaf_toolkit import plots
+from sercaf_toolkit.evaluation import plots
 
 LABELS = ["neutral", "happy", "angry", "sad"]
 

@@ -24,17 +24,17 @@ from sercaf_toolkit.tiny_ssl import build_tiny_ssl_model
 # Where the toolkit uses each API (keep in step with setup.py's list).
 USERS = {
     "speechbrain Brain._train_loader_specifics": (
-        "SERBrain._train_loader_specifics in sercaf_toolkit/brain.py"
+        "SERBrain._train_loader_specifics in sercaf_toolkit/training/brain.py"
     ),
     "speechbrain Brain.train_sampler": (
-        "SERBrain._train_loader_specifics in sercaf_toolkit/brain.py "
+        "SERBrain._train_loader_specifics in sercaf_toolkit/training/brain.py "
         "(a dynamic batch sampler is told the epoch through it)"
     ),
     "speechbrain Checkpointer._new_checkpoint_dirpath": (
-        "AtomicCheckpointer in sercaf_toolkit/checkpoints.py"
+        "AtomicCheckpointer in sercaf_toolkit/training/checkpoints.py"
     ),
     "speechbrain Checkpointer._custom_checkpoint_dirpath": (
-        "AtomicCheckpointer in sercaf_toolkit/checkpoints.py"
+        "AtomicCheckpointer in sercaf_toolkit/training/checkpoints.py"
     ),
     "transformers <Model>._get_feat_extract_output_lengths": (
         "SSLStream.forward in sercaf_toolkit/lobes/ssl.py"
@@ -48,14 +48,14 @@ USERS = {
     ),
     "ruamel.yaml node.ca": (
         "_drop_comments in sercaf_toolkit/hparams.py and "
-        "_block_style_without_comments in sercaf_toolkit/export.py"
+        "_block_style_without_comments in sercaf_toolkit/deployment/export.py"
     ),
     "ruamel.yaml node.fa.set_block_style": (
-        "_block_style_without_comments in sercaf_toolkit/export.py"
+        "_block_style_without_comments in sercaf_toolkit/deployment/export.py"
     ),
     "ruamel.yaml node.tag.value": (
         "only_chosen in sercaf_toolkit/hparams.py and export_model in "
-        "sercaf_toolkit/export.py"
+        "sercaf_toolkit/deployment/export.py"
     ),
 }
 

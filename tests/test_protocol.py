@@ -8,7 +8,7 @@ import ruamel.yaml
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.data import read_manifest
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.training.recipe import run_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "Demo"

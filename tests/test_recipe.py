@@ -18,11 +18,11 @@ import ruamel.yaml
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
-from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.data import read_audio, read_manifest
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.hparams import resolve_hparams_path
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.training.brain import SERBrain
+from sercaf_toolkit.training.recipe import run_recipe
 
 DEMO = pathlib.Path(__file__).resolve().parent.parent / "recipes" / "Demo"
 
@@ -218,7 +218,7 @@ def test_identity_holds_only_the_chosen_blocks(tmp_path):
     """A run is identified by the streams it chose, not by every stream
     set the shared wiring defines: switching streams changes it, editing
     an unchosen set does not."""
-    from sercaf_toolkit.recipe import load_recipe, run_identity
+    from sercaf_toolkit.training.recipe import load_recipe, run_identity
 
     def identity(*extra):
         argv = demo_argv(tmp_path / "data", tmp_path / "run", *extra)
@@ -238,8 +238,8 @@ def test_identity_holds_only_the_chosen_blocks(tmp_path):
 def test_identity_is_every_setting_but_output_paths_and_run_options(
     tmp_path,
 ):
-    from sercaf_toolkit.recipe import load_recipe, run_identity
-    from sercaf_toolkit.runs import first_difference
+    from sercaf_toolkit.training.recipe import load_recipe, run_identity
+    from sercaf_toolkit.training.runs import first_difference
 
     def identity(*extra, output="run"):
         argv = demo_argv(tmp_path / "data", tmp_path / output, *extra)
@@ -354,8 +354,8 @@ def test_the_same_command_again_tests_and_exports_again(
 def test_rerun_starts_afresh_and_the_record_matches(
     demo_data, finished, tmp_path
 ):
-    from sercaf_toolkit.recipe import load_recipe, run_identity
-    from sercaf_toolkit.runs import run_difference
+    from sercaf_toolkit.training.recipe import load_recipe, run_identity
+    from sercaf_toolkit.training.runs import run_difference
 
     output = copy_of(finished, tmp_path)
     (output / "left_by_the_earlier_run.txt").write_text("x")

@@ -14,7 +14,7 @@ import ruamel.yaml
 
 from sercaf_toolkit.corpora import recipe_fold_count
 from sercaf_toolkit.hparams import compose_hparams, resolve_hparams
-from sercaf_toolkit.recipe import RECIPE_KEYS
+from sercaf_toolkit.training.recipe import RECIPE_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from sercaf_toolkit import cv as cv_module
-from sercaf_toolkit.cv import CrossValidation
 from sercaf_toolkit.errors import UserError
-from sercaf_toolkit.recipe import load_recipe, recipe_command_line
-from sercaf_toolkit.recipe_options import recipe_help, run_options
+from sercaf_toolkit.training import cv as cv_module
+from sercaf_toolkit.training.cv import CrossValidation
+from sercaf_toolkit.training.recipe import load_recipe, recipe_command_line
+from sercaf_toolkit.training.recipe_options import recipe_help, run_options
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "Demo"

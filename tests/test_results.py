@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sercaf_toolkit.results import results_table, summarize_runs
+from sercaf_toolkit.evaluation.results import results_table, summarize_runs
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 

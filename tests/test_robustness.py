@@ -13,12 +13,12 @@ import pytest
 import soundfile
 import torch
 
-from sercaf_toolkit.brain import SERBrain
-from sercaf_toolkit.checkpoints import RandomState
 from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.data import read_manifest
-from sercaf_toolkit.metrics import EmotionMetrics
-from sercaf_toolkit.recipe import run_recipe
+from sercaf_toolkit.evaluation.metrics import EmotionMetrics
+from sercaf_toolkit.training.brain import SERBrain
+from sercaf_toolkit.training.checkpoints import RandomState
+from sercaf_toolkit.training.recipe import run_recipe
 from tests.demo_runs import demo_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

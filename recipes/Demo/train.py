@@ -6,7 +6,7 @@
 The corpus is generated on first use; the test speakers are never seen in
 training or model selection. After training, the exported model is loaded
 the way a user would, with SpeechBrain's EncoderClassifier, and labels one
-test file. See ``sercaf_toolkit.recipe`` for the steps and the outputs.
+test file. See ``sercaf_toolkit.training.recipe`` for the steps and the outputs.
 """
 
 import os
@@ -15,7 +15,7 @@ from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.utils.distributed import if_main_process
 
 from sercaf_toolkit.data import read_manifest
-from sercaf_toolkit.recipe import main
+from sercaf_toolkit.training.recipe import main
 
 if __name__ == "__main__":
     result = main(__file__)

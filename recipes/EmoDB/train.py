@@ -8,7 +8,7 @@ All folds and a results table: `sercaf cv recipes/EmoDB hparams/caf.yaml`.
 See README.md beside this file for the protocol and the expected layout.
 """
 
-from sercaf_toolkit.recipe import main
+from sercaf_toolkit.training.recipe import main
 
 if __name__ == "__main__":
     main(__file__)

@@ -5,11 +5,11 @@
 
 The corpus is generated on first use; the test speakers are never seen in
 training or model selection. ``benchmarks/learning.py`` runs this recipe
-beside SER's standard baselines. See ``sercaf_toolkit.recipe`` for the
+beside SER's standard baselines. See ``sercaf_toolkit.training.recipe`` for the
 steps and the outputs.
 """
 
-from sercaf_toolkit.recipe import main
+from sercaf_toolkit.training.recipe import main
 
 if __name__ == "__main__":
     main(__file__)

@@ -8,7 +8,7 @@ Leave-one-corpus-out: ``--test_corpus=RAVDESS`` (or ``each`` with
 ``sercaf cv``). See README.md beside this file.
 """
 
-from sercaf_toolkit.recipe import main
+from sercaf_toolkit.training.recipe import main
 
 if __name__ == "__main__":
     main(__file__)

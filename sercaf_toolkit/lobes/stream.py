@@ -3,7 +3,8 @@
 A stream maps ``(wavs, wav_lens)`` to ``(frames [B, T, D], mask [B, T])``.
 Beyond that, the code around it needs to know a few things: which of its
 parameters are pre-trained (they get their own optimiser, learning rate
-and warm-up in :class:`~sercaf_toolkit.brain.SERBrain`), how to hold them
+and warm-up in :class:`~sercaf_toolkit.training.brain.SERBrain`), how to hold
+them
 still during that warm-up, what its constructor needs in an exported
 model folder (an SSL stream is rebuilt from its config there, not from a
 hub id), and how a results table names it. :class:`Stream` answers all of
@@ -12,7 +13,7 @@ family (like :class:`~sercaf_toolkit.lobes.ssl.SSLStream`) overrides them,
 so that nothing outside the stream tests for a concrete class.
 
 Blocks may also declare what must be true before anything is built, for
-the recipe runner to check (see :mod:`sercaf_toolkit.preflight`):
+the recipe runner to check (see :mod:`sercaf_toolkit.training.preflight`):
 ``pretrained_source_argument`` (the constructor argument naming a hub id
 or local model folder) and ``required_packages`` (import name -> the extra
 that installs it).

@@ -26,7 +26,6 @@ Authors
 """
 
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -35,7 +34,6 @@ from typing import NamedTuple
 
 import ruamel.yaml
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import (
     get_rank,
@@ -43,7 +41,6 @@ from speechbrain.utils.distributed import (
     run_on_main,
 )
 
-from sercaf_toolkit.brain import SERBrain
 from sercaf_toolkit.corpora import check_recipe_corpus
 from sercaf_toolkit.corpora.common import (
     DEFAULT_VALIDATION,
@@ -58,22 +55,22 @@ from sercaf_toolkit.data import (
     read_manifest,
     write_manifest,
 )
+from sercaf_toolkit.deployment.export import export_model
 from sercaf_toolkit.errors import UserError
-from sercaf_toolkit.export import export_model
+from sercaf_toolkit.evaluation.results import write_run_outputs
 from sercaf_toolkit.hparams import (
     checked_hparams,
     overrides_dict,
     resolve_hparams_path,
 )
-from sercaf_toolkit.metrics import EmotionMetrics
-from sercaf_toolkit.plots import plot_confusion_matrix, plot_training_curves
-from sercaf_toolkit.preflight import check_blocks
-from sercaf_toolkit.recipe_options import (
+from sercaf_toolkit.training.brain import SERBrain
+from sercaf_toolkit.training.preflight import check_blocks
+from sercaf_toolkit.training.recipe_options import (
     print_help_and_exit,
     recipe_keys,
     respell_options,
 )
-from sercaf_toolkit.runs import (
+from sercaf_toolkit.training.runs import (
     DATA_KEY,
     IDENTITY_VERSION,
     RunInterrupted,
@@ -125,7 +122,7 @@ def run_identity(tree, composed=None, run_opts=None):
     Every setting that shapes data, model or training: the keys in
     :data:`RECIPE_KEYS` and every key they refer to, only the chosen
     entries of picks, without output paths and run options (see
-    :func:`sercaf_toolkit.runs.identity_of`).
+    :func:`sercaf_toolkit.training.runs.identity_of`).
 
     Arguments
     ---------
@@ -145,7 +142,7 @@ def check_same_run(identity, output_folder, data=None):
 
     Runs before anything is written, so a refused run leaves the folder as
     it was. ``data``: the data fingerprint asked now (or a function giving
-    it); see :func:`sercaf_toolkit.runs.check_run_folder`.
+    it); see :func:`sercaf_toolkit.training.runs.check_run_folder`.
     """
     check_run_folder(output_folder, identity, data)
 
@@ -154,7 +151,8 @@ def write_run_info(hparams, identity, hparams_file, overrides, path, data=None):
     """Writes what identifies this run: system, fold, split, settings.
 
     ``identity`` (:func:`run_identity`) and ``data`` (the data
-    fingerprint, :func:`sercaf_toolkit.runs.data_fingerprint`) are what a
+    fingerprint, :func:`sercaf_toolkit.training.runs.data_fingerprint`) are
+    what a
     later run into the same folder is compared with.
     """
     from sercaf_toolkit.lobes.model import describe_model
@@ -176,167 +174,6 @@ def write_run_info(hparams, identity, hparams_file, overrides, path, data=None):
             info["split"] = json.load(source_file)
     with open(path, "w", encoding="utf-8") as out:
         json.dump(info, out, indent=2)
-
-
-def _test_metrics(summary):
-    """The figures of a metrics summary that ``test_metrics.json`` holds."""
-    return {
-        "WA": summary["WA"],
-        "UA": summary["UA"],
-        "F1": summary["macro_F1"],
-        # The labels the averages are over: classes absent from the test
-        # set (or, for F1, also never predicted) are left out of them.
-        "UA_classes": summary["UA_classes"],
-        "F1_classes": summary["F1_classes"],
-        "weighted_F1": summary["weighted_F1"],
-        "per_class_recall": summary["per_class_recall"],
-        "per_class_F1": summary["per_class_F1"],
-        "support": summary["support"],
-    }
-
-
-def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
-    """Writes ``test_metrics.json``, ``predictions.csv`` and the confusion PNG.
-
-    What a recipe's test and ``sercaf evaluate`` both write, the same way.
-
-    Arguments
-    ---------
-    folder : str
-        Where to write (created if needed).
-    labels : list of str
-        Class names in index order.
-    rows : list of tuple
-        ``(id, target index, probabilities)`` per test utterance; the
-        prediction is the most probable class.
-    extra : dict, optional
-        More entries for ``test_metrics.json`` (after the figures).
-    corpus_of : dict, optional
-        Utterance id -> corpus name: adds a ``corpus`` column to
-        ``predictions.csv`` and the figures of each corpus under
-        ``per_corpus`` in ``test_metrics.json``.
-
-    Returns
-    -------
-    dict
-        Name -> path of every file written.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> rows = [("a", 0, [0.9, 0.1]), ("b", 1, [0.8, 0.2])]
-    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y"], rows)
-    >>> metrics = json.load(open(paths["metrics"]))
-    >>> metrics["WA"], metrics["UA"], metrics["confusion_matrix"]
-    (0.5, 0.5, [[1, 0], [1, 0]])
-    >>> rows = [("a", 0, [0.9, 0.1, 0.0]), ("b", 1, [0.8, 0.2, 0.0])]
-    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y", "z"], rows)
-    >>> metrics = json.load(open(paths["metrics"]))  # no "z" to test on
-    >>> metrics["per_class_recall"], metrics["F1_classes"]
-    ({'x': 1.0, 'y': 0.0, 'z': None}, ['x', 'y'])
-    """
-    os.makedirs(folder, exist_ok=True)
-    paths = {
-        "metrics": os.path.join(folder, "test_metrics.json"),
-        "predictions": os.path.join(folder, "predictions.csv"),
-        "confusion matrix": os.path.join(folder, "confusion_matrix.png"),
-    }
-    rows = sorted(rows)
-    predicted = [max(range(len(p)), key=p.__getitem__) for _, _, p in rows]
-
-    def summarize(corpus=None):
-        metrics = EmotionMetrics(labels)
-        chosen = [
-            i
-            for i, row in enumerate(rows)
-            if corpus is None or corpus_of.get(row[0]) == corpus
-        ]
-        metrics.append(
-            [rows[i][0] for i in chosen],
-            torch.tensor([predicted[i] for i in chosen], dtype=torch.long),
-            torch.tensor([rows[i][1] for i in chosen], dtype=torch.long),
-        )
-        return metrics.summarize()
-
-    summary = summarize()
-    metrics = {
-        **_test_metrics(summary),
-        "labels": list(labels),
-        "confusion_matrix": summary["confusion_matrix"],
-    }
-    if corpus_of:
-        metrics["per_corpus"] = {}
-        for corpus in sorted(set(corpus_of.values())):
-            part = summarize(corpus)
-            metrics["per_corpus"][corpus] = {
-                **_test_metrics(part),
-                "confusion_matrix": part["confusion_matrix"],
-            }
-    metrics.update(extra or {})
-    with open(paths["metrics"], "w", encoding="utf-8") as out:
-        json.dump(metrics, out, indent=2)
-    plot_confusion_matrix(
-        summary["confusion_matrix"],
-        labels,
-        paths["confusion matrix"],
-        title=f"test, UA {summary['UA']:.3f}",
-    )
-    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(
-            ["id", "true_label", "predicted_label"]
-            + [f"prob_{label}" for label in labels]
-            + (["corpus"] if corpus_of else [])
-        )
-        for (utt_id, target, probs), best in zip(rows, predicted):
-            writer.writerow(
-                [utt_id, labels[target], labels[best]]
-                + [f"{p:.6f}" for p in probs]
-                + ([corpus_of.get(utt_id, "")] if corpus_of else [])
-            )
-    return paths
-
-
-def write_run_outputs(folder, brain, test_csv):
-    """A run's test files (see :func:`write_test_outputs`) and curves.
-
-    Arguments
-    ---------
-    folder : str
-        The run's output folder.
-    brain : SERBrain
-        After ``evaluate``: its ``test_rows``, ``label_names``,
-        ``selection_key`` and ``test_selected_epoch``.
-    test_csv : str
-        The test manifest: with a ``corpus`` column (several corpora),
-        the metrics are given per corpus too.
-    """
-    corpus_of = {
-        row["ID"]: row["corpus"]
-        for row in read_manifest(test_csv)
-        if row.get("corpus")
-    }
-    paths = write_test_outputs(
-        folder,
-        brain.label_names,
-        brain.test_rows,
-        extra={
-            "selected_on": getattr(
-                brain, "selected_on", f"best valid {brain.selection_key}"
-            ),
-            "selected_epoch": brain.test_selected_epoch,
-        },
-        corpus_of=corpus_of,
-    )
-    history = os.path.join(folder, "history.json")
-    if os.path.exists(history):
-        paths["training curves"] = os.path.join(folder, "training_curves.png")
-        plot_training_curves(
-            history,
-            paths["training curves"],
-            selected_epoch=brain.test_selected_epoch,
-        )
-    return paths
 
 
 def train(brain_class, hparams, run_opts, validating=True):
@@ -409,7 +246,8 @@ def load_recipe(argv, script_dir=None):
     """Parses, merges and checks a recipe's hparams; builds nothing.
 
     ``-h``/``--help`` prints the recipe's keys and exits 0; a key may
-    be given as ``--key-name`` too (see :mod:`sercaf_toolkit.recipe_options`).
+    be given as ``--key-name`` too (see
+    :mod:`sercaf_toolkit.training.recipe_options`).
 
     Returns
     -------
@@ -442,7 +280,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
     difference (:func:`run_identity`, the data fingerprint) it is refused
     in one line before anything is written, unless ``--rerun`` empties
     the folder first. While it runs, ``run.lock`` keeps other runs out
-    (:class:`sercaf_toolkit.runs.RunLock`).
+    (:class:`sercaf_toolkit.training.runs.RunLock`).
 
     Arguments
     ---------
@@ -463,7 +301,7 @@ def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
 
     Raises
     ------
-    sercaf_toolkit.runs.RunInterrupted
+    sercaf_toolkit.training.runs.RunInterrupted
         On Ctrl-C: a ``KeyboardInterrupt`` saying where the run stopped.
     """
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -3,8 +3,9 @@
 A run's record (``hyperparams.yaml``, ``run_info.json``, the manifests,
 ``test_metrics.json``) must describe what produced the results beside it.
 This module decides what identifies a run and guards its folder; the recipe
-runner (:mod:`sercaf_toolkit.recipe`) and ``sercaf cv``
-(:mod:`sercaf_toolkit.cv`) both use it, so that they agree on what "the same
+runner (:mod:`sercaf_toolkit.training.recipe`) and ``sercaf cv``
+(:mod:`sercaf_toolkit.training.cv`) both use it, so that they agree on what
+"the same
 run" means.
 
 **Identity** (:func:`identity_of`): every setting that shapes data, model or
@@ -222,7 +223,7 @@ def identity_of(resolved, composed=None, roots=(), run_opts=None):
         The merged YAML text before resolution: which keys the ``roots``
         refer to. Without it every top-level key counts.
     roots : iterable of str
-        The keys read by name (``sercaf_toolkit.recipe.RECIPE_KEYS``).
+        The keys read by name (``sercaf_toolkit.training.recipe.RECIPE_KEYS``).
     run_opts : mapping, optional
         SpeechBrain's run options from the command line.
 

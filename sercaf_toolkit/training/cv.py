@@ -6,12 +6,14 @@ GPU when several are visible), each in its own process and output folder.
 The fold count comes from the recipe's corpus and protocol; ``--folds``
 outside it is refused before anything runs. Before any fold starts, each
 fold folder that holds a run is checked the way the recipe checks it
-(:mod:`sercaf_toolkit.runs`: every setting and the data fingerprint): the
+(:mod:`sercaf_toolkit.training.runs`: every setting and the data
+fingerprint): the
 same run is skipped when finished and resumed when not; a different one
 is refused in one line naming the difference, or, with ``rerun=True``
 (``--rerun``), run afresh (the fold gets ``--rerun``). ``run.lock`` in
 the output root keeps a second ``sercaf cv`` out. Then it writes, through
-:mod:`sercaf_toolkit.results`, for every experiment finished under the
+:mod:`sercaf_toolkit.evaluation.results`, for every experiment finished
+under the
 output root (earlier invocations' too):
 
 - ``cv_summary.json``: per-fold (and per-seed) WA/UA/F1, mean and sample
@@ -40,13 +42,14 @@ import speechbrain as sb
 
 from sercaf_toolkit.corpora import check_recipe_corpus, recipe_fold_count
 from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.evaluation.results import results_table, summarize_runs
 from sercaf_toolkit.hparams import (
     checked_hparams,
     resolve_hparams_path,
 )
-from sercaf_toolkit.recipe_options import recipe_keys, respell_options
-from sercaf_toolkit.results import results_table, summarize_runs
-from sercaf_toolkit.runs import (
+from sercaf_toolkit.threads import default_threads, thread_environment
+from sercaf_toolkit.training.recipe_options import recipe_keys, respell_options
+from sercaf_toolkit.training.runs import (
     RERUN_FLAG,
     RunInterrupted,
     RunLock,
@@ -54,7 +57,6 @@ from sercaf_toolkit.runs import (
     refusal,
     run_difference,
 )
-from sercaf_toolkit.threads import default_threads, thread_environment
 
 SUMMARY = "cv_summary.json"
 
@@ -225,7 +227,7 @@ class CrossValidation:
         """Whether a job's run finished with the requested settings.
 
         A fold folder holding a run is checked as the recipe checks it
-        (:func:`sercaf_toolkit.runs.run_difference`: every setting and
+        (:func:`sercaf_toolkit.training.runs.run_difference`: every setting and
         the data fingerprint). One that differs is refused (a one-line
         :class:`UserError` naming the first difference), or, with
         ``rerun``, marked to run afresh (``--rerun``) and counts as
@@ -235,7 +237,7 @@ class CrossValidation:
         folder = self.fold_dir(job[0], job[2], job[1])
         if not os.path.exists(os.path.join(folder, "run_info.json")):
             return False
-        from sercaf_toolkit.recipe import run_identity
+        from sercaf_toolkit.training.recipe import run_identity
 
         argv = [a for a in self.command(job)[2:] if a != RERUN_FLAG]
         hparams_file, run_opts, overrides = sb.parse_arguments(argv)
@@ -273,7 +275,7 @@ class CrossValidation:
 
         Holds ``run.lock`` in the output root meanwhile. Ctrl-C stops the
         running folds (each keeps its checkpoints) and raises
-        :class:`~sercaf_toolkit.runs.RunInterrupted`.
+        :class:`~sercaf_toolkit.training.runs.RunInterrupted`.
         """
         with RunLock(
             self.output_root,

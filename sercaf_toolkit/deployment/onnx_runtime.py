@@ -1,7 +1,8 @@
 """Running an exported ONNX emotion model with onnxruntime.
 
 :class:`OnnxModel` loads a file written by ``sercaf export-onnx`` (see
-:mod:`sercaf_toolkit.onnx_export`) and gives the log-probabilities of a
+:mod:`sercaf_toolkit.deployment.onnx_export`) and gives the log-probabilities
+of a
 padded batch of 16 kHz waveforms; ``EmotionPredictor`` uses it for a model
 path ending in ``.onnx``. It is kept apart from the exporter, which loads
 model folders through ``EmotionPredictor``: the runtime needs neither.
@@ -70,7 +71,7 @@ class OnnxModel:
     ---------
     path : str
         A file written by
-        :func:`~sercaf_toolkit.onnx_export.export_onnx`.
+        :func:`~sercaf_toolkit.deployment.onnx_export.export_onnx`.
     device : str
         ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` with onnxruntime-gpu.
     threads : int, optional

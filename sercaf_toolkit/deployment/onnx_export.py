@@ -23,8 +23,8 @@ transformer, projections and heads. The log-mel front end keeps float32:
 its mel projection sees powers spanning many decades, which an 8-bit
 activation scale would flatten.
 
-:class:`~sercaf_toolkit.onnx_runtime.OnnxModel` runs such a file with
-onnxruntime; :class:`~sercaf_toolkit.inference.EmotionPredictor` and
+:class:`~sercaf_toolkit.deployment.onnx_runtime.OnnxModel` runs such a file with
+onnxruntime; :class:`~sercaf_toolkit.deployment.inference.EmotionPredictor` and
 ``sercaf predict`` use it for a model path ending in ``.onnx``. onnx and
 onnxruntime are an optional extra: ``pip install -e ".[onnx]"``.
 
@@ -40,15 +40,15 @@ import tempfile
 import numpy
 import torch
 
-from sercaf_toolkit.errors import UserError
-from sercaf_toolkit.lobes.model import LogProbabilities
-from sercaf_toolkit.onnx_runtime import (
+from sercaf_toolkit.deployment.onnx_runtime import (
     INPUTS,
     OUTPUT,
     SAMPLE_RATE,
     OnnxModel,
     require,
 )
+from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.lobes.model import LogProbabilities
 
 # Opset 17: LayerNormalization is a single node (smaller, faster graphs).
 OPSET = 17
@@ -71,7 +71,7 @@ def export_onnx(model_dir, out_path, int8=False, check=True):
     Arguments
     ---------
     model_dir : str
-        An exported model folder (see :mod:`sercaf_toolkit.export`).
+        An exported model folder (see :mod:`sercaf_toolkit.deployment.export`).
     out_path : str
         The ``.onnx`` file to write.
     int8 : bool
@@ -94,7 +94,7 @@ def export_onnx(model_dir, out_path, int8=False, check=True):
     """
     require("onnx")
     require("onnxruntime")
-    from sercaf_toolkit.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
 
     predictor = EmotionPredictor(model_dir)
     return export_module(

@@ -8,7 +8,8 @@ training labels, read in the shared vocabulary
 (:data:`~sercaf_toolkit.corpora.common.SHARED_EMOTIONS`); the corpus's
 labels are mapped by its module's ``VOCABULARY``, and only the files whose
 mapped label is one of the model's classes are used. The outputs are
-those of a recipe's test (:func:`~sercaf_toolkit.recipe.write_test_outputs`):
+those of a recipe's test
+(:func:`~sercaf_toolkit.evaluation.results.write_test_outputs`):
 ``test_metrics.json``, ``predictions.csv`` and ``confusion_matrix.png``.
 
 Authors
@@ -108,7 +109,7 @@ def evaluate_corpus(
     ---------
     model_path : str
         An exported model (a recipe's ``inference/`` folder), as
-        :class:`~sercaf_toolkit.inference.EmotionPredictor` loads it.
+        :class:`~sercaf_toolkit.deployment.inference.EmotionPredictor` loads it.
     corpus : str
         A corpus name (``EmoDB``, ``RAVDESS``, ...; any case).
     data_folder : str
@@ -174,8 +175,8 @@ def evaluate_corpus(
     if classes is not None:
         kept, left_out = _select(rows, module, classes)
 
-    from sercaf_toolkit.inference import EmotionPredictor
-    from sercaf_toolkit.recipe import write_test_outputs
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.evaluation.results import write_test_outputs
 
     predictor = EmotionPredictor(
         model_path, device=device, batch_size=batch_size, long_threshold=None

@@ -451,8 +451,9 @@ class EmotionPredictor:
         offline with SpeechBrain's ``EncoderClassifier.from_hparams``. Load
         only folders you trust: a ``hyperparams.yaml`` can run code. Or an
         ``.onnx`` file written by ``sercaf export-onnx``, run with
-        onnxruntime (see :class:`~sercaf_toolkit.onnx_runtime.OnnxModel`);
-        it gives the same records, and has no :meth:`attention`.
+        onnxruntime (see
+        :class:`~sercaf_toolkit.deployment.onnx_runtime.OnnxModel`); it gives
+        the same records, and has no :meth:`attention`.
     device : str
         ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
     batch_size : int
@@ -480,7 +481,10 @@ class EmotionPredictor:
         min_seconds=MIN_SECONDS,
         savedir=None,
     ):
-        from sercaf_toolkit.onnx_runtime import OnnxModel, is_onnx_path
+        from sercaf_toolkit.deployment.onnx_runtime import (
+            OnnxModel,
+            is_onnx_path,
+        )
 
         if hop <= 0 or window <= 0 or hop > window:
             raise ValueError("need 0 < hop <= window")

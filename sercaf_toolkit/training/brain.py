@@ -12,10 +12,10 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from sercaf_toolkit.checkpoints import RandomState
+from sercaf_toolkit.evaluation.metrics import EmotionMetrics
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.stream import pretrained_streams
-from sercaf_toolkit.metrics import EmotionMetrics
+from sercaf_toolkit.training.checkpoints import RandomState
 
 
 class SERBrain(sb.Brain):

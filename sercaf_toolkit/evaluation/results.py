@@ -1,8 +1,11 @@
-"""Cross-validation results: pure functions over the files runs wrote.
+"""Results: a run's test files, and tables over the files runs wrote.
 
-A run's folder holds ``test_metrics.json``, ``predictions.csv`` and
-``run_info.json`` (see :mod:`sercaf_toolkit.recipe`). The functions here
-read such folders and sum them up: per-fold figures, mean ± sample
+:func:`write_test_outputs` writes what a test leaves in a folder
+(``test_metrics.json``, ``predictions.csv``, the confusion matrix), for a
+recipe's run and ``sercaf evaluate`` alike; :func:`write_run_outputs` adds
+the training curves of a run. A run's folder also holds ``run_info.json``
+(see :mod:`sercaf_toolkit.training.recipe`). The other functions read such
+folders and sum them up: per-fold figures, mean ± sample
 standard deviation over folds and over seeds (``null`` in JSON and
 ``n/a`` in tables when there is one fold or seed: no spread was seen),
 pooled predictions, the Markdown table and the pooled confusion matrix.
@@ -17,8 +20,14 @@ import json
 import os
 import statistics
 
-from sercaf_toolkit.metrics import EmotionMetrics
-from sercaf_toolkit.plots import plot_confusion_matrix
+import torch
+
+from sercaf_toolkit.data import read_manifest
+from sercaf_toolkit.evaluation.metrics import EmotionMetrics
+from sercaf_toolkit.evaluation.plots import (
+    plot_confusion_matrix,
+    plot_training_curves,
+)
 
 METRICS = ("WA", "UA", "F1")
 
@@ -318,3 +327,164 @@ def _table_row(name, result, part):
         + " | ".join(cells)
         + f" | {folds} |"
     )
+
+
+def _test_metrics(summary):
+    """The figures of a metrics summary that ``test_metrics.json`` holds."""
+    return {
+        "WA": summary["WA"],
+        "UA": summary["UA"],
+        "F1": summary["macro_F1"],
+        # The labels the averages are over: classes absent from the test
+        # set (or, for F1, also never predicted) are left out of them.
+        "UA_classes": summary["UA_classes"],
+        "F1_classes": summary["F1_classes"],
+        "weighted_F1": summary["weighted_F1"],
+        "per_class_recall": summary["per_class_recall"],
+        "per_class_F1": summary["per_class_F1"],
+        "support": summary["support"],
+    }
+
+
+def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
+    """Writes ``test_metrics.json``, ``predictions.csv`` and the confusion PNG.
+
+    What a recipe's test and ``sercaf evaluate`` both write, the same way.
+
+    Arguments
+    ---------
+    folder : str
+        Where to write (created if needed).
+    labels : list of str
+        Class names in index order.
+    rows : list of tuple
+        ``(id, target index, probabilities)`` per test utterance; the
+        prediction is the most probable class.
+    extra : dict, optional
+        More entries for ``test_metrics.json`` (after the figures).
+    corpus_of : dict, optional
+        Utterance id -> corpus name: adds a ``corpus`` column to
+        ``predictions.csv`` and the figures of each corpus under
+        ``per_corpus`` in ``test_metrics.json``.
+
+    Returns
+    -------
+    dict
+        Name -> path of every file written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> rows = [("a", 0, [0.9, 0.1]), ("b", 1, [0.8, 0.2])]
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y"], rows)
+    >>> metrics = json.load(open(paths["metrics"]))
+    >>> metrics["WA"], metrics["UA"], metrics["confusion_matrix"]
+    (0.5, 0.5, [[1, 0], [1, 0]])
+    >>> rows = [("a", 0, [0.9, 0.1, 0.0]), ("b", 1, [0.8, 0.2, 0.0])]
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), ["x", "y", "z"], rows)
+    >>> metrics = json.load(open(paths["metrics"]))  # no "z" to test on
+    >>> metrics["per_class_recall"], metrics["F1_classes"]
+    ({'x': 1.0, 'y': 0.0, 'z': None}, ['x', 'y'])
+    """
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "metrics": os.path.join(folder, "test_metrics.json"),
+        "predictions": os.path.join(folder, "predictions.csv"),
+        "confusion matrix": os.path.join(folder, "confusion_matrix.png"),
+    }
+    rows = sorted(rows)
+    predicted = [max(range(len(p)), key=p.__getitem__) for _, _, p in rows]
+
+    def summarize(corpus=None):
+        metrics = EmotionMetrics(labels)
+        chosen = [
+            i
+            for i, row in enumerate(rows)
+            if corpus is None or corpus_of.get(row[0]) == corpus
+        ]
+        metrics.append(
+            [rows[i][0] for i in chosen],
+            torch.tensor([predicted[i] for i in chosen], dtype=torch.long),
+            torch.tensor([rows[i][1] for i in chosen], dtype=torch.long),
+        )
+        return metrics.summarize()
+
+    summary = summarize()
+    metrics = {
+        **_test_metrics(summary),
+        "labels": list(labels),
+        "confusion_matrix": summary["confusion_matrix"],
+    }
+    if corpus_of:
+        metrics["per_corpus"] = {}
+        for corpus in sorted(set(corpus_of.values())):
+            part = summarize(corpus)
+            metrics["per_corpus"][corpus] = {
+                **_test_metrics(part),
+                "confusion_matrix": part["confusion_matrix"],
+            }
+    metrics.update(extra or {})
+    with open(paths["metrics"], "w", encoding="utf-8") as out:
+        json.dump(metrics, out, indent=2)
+    plot_confusion_matrix(
+        summary["confusion_matrix"],
+        labels,
+        paths["confusion matrix"],
+        title=f"test, UA {summary['UA']:.3f}",
+    )
+    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["id", "true_label", "predicted_label"]
+            + [f"prob_{label}" for label in labels]
+            + (["corpus"] if corpus_of else [])
+        )
+        for (utt_id, target, probs), best in zip(rows, predicted):
+            writer.writerow(
+                [utt_id, labels[target], labels[best]]
+                + [f"{p:.6f}" for p in probs]
+                + ([corpus_of.get(utt_id, "")] if corpus_of else [])
+            )
+    return paths
+
+
+def write_run_outputs(folder, brain, test_csv):
+    """A run's test files (see :func:`write_test_outputs`) and curves.
+
+    Arguments
+    ---------
+    folder : str
+        The run's output folder.
+    brain : SERBrain
+        After ``evaluate``: its ``test_rows``, ``label_names``,
+        ``selection_key`` and ``test_selected_epoch``.
+    test_csv : str
+        The test manifest: with a ``corpus`` column (several corpora),
+        the metrics are given per corpus too.
+    """
+    corpus_of = {
+        row["ID"]: row["corpus"]
+        for row in read_manifest(test_csv)
+        if row.get("corpus")
+    }
+    paths = write_test_outputs(
+        folder,
+        brain.label_names,
+        brain.test_rows,
+        extra={
+            "selected_on": getattr(
+                brain, "selected_on", f"best valid {brain.selection_key}"
+            ),
+            "selected_epoch": brain.test_selected_epoch,
+        },
+        corpus_of=corpus_of,
+    )
+    history = os.path.join(folder, "history.json")
+    if os.path.exists(history):
+        paths["training curves"] = os.path.join(folder, "training_curves.png")
+        plot_training_curves(
+            history,
+            paths["training curves"],
+            selected_epoch=brain.test_selected_epoch,
+        )
+    return paths
