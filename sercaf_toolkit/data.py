@@ -1,4 +1,5 @@
-"""Audio reading, manifests, speaker-independent splits and datasets.
+"""Audio I/O (reading, downmix, resampling, damaged-file checks), manifests
+and datasets.
 
 A *manifest* is a CSV file with one row per utterance and at least the
 columns ``ID, duration, wav, label, speaker`` (corpus preparation modules
@@ -11,6 +12,7 @@ Authors
 
 import csv
 import os
+import struct
 
 import soundfile
 import speechbrain as sb
@@ -93,6 +95,191 @@ def audio_duration(path):
     if info.frames <= 0:
         raise AudioError(f"{path}: empty audio (no samples)")
     return info.frames / info.samplerate
+
+
+def audio_extensions():
+    """File extensions of the formats soundfile can read (lower case)."""
+    return {f".{name.lower()}" for name in soundfile.available_formats()}
+
+
+# WAVE format tags whose frames all take ``block_align`` bytes (PCM, float,
+# A-law, mu-law, extensible); other (compressed) tags are compared in bytes.
+_FIXED_FRAME_TAGS = {1, 3, 6, 7, 0xFFFE}
+# Data sizes that streaming writers leave when they cannot seek back.
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF}
+# Bytes per sample of the AU encodings (mu-law, 8/16/24/32-bit, float,
+# double, A-law).
+_AU_WIDTHS = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}
+
+
+def truncation(path):
+    """What a cut file's header promises against what it holds, or None.
+
+    libsndfile reads a WAV, AIFF or AU file cut short as far as its data
+    go: a file that lost most of its bytes would be labelled like a short
+    recording. This compares the audio data the header announces with the
+    bytes after the data offset. Other formats, and headers too short to
+    tell, give None: their decoders fail on missing data themselves.
+
+    Arguments
+    ---------
+    path : str
+        An audio file.
+
+    Returns
+    -------
+    str or None
+        ``"truncated: header says N frames, file holds M"`` (bytes instead
+        of frames for compressed WAV data), or None when the file holds
+        what its header says or the header does not say.
+
+    Example
+    -------
+    >>> import tempfile, numpy
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, numpy.zeros(16000), 16000, subtype="PCM_16")
+    >>> truncation(path) is None
+    True
+    >>> with open(path, "r+b") as wav:
+    ...     _ = wav.truncate(44 + 3000)  # header and 1500 16-bit frames
+    >>> truncation(path)
+    'truncated: header says 16000 frames, file holds 1500'
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as source:
+            head = source.read(24)
+            if len(head) < 24:
+                return None
+            for reader in (_wav_data, _aiff_data, _au_data):
+                found = reader(source, head, size)
+                if found is not None:
+                    declared, held, unit = found
+                    if declared <= held:
+                        return None
+                    return (
+                        f"truncated: header says {declared} {unit}, "
+                        f"file holds {held}"
+                    )
+    except (OSError, struct.error):
+        return None  # the decoder reports unreadable files
+    return None
+
+
+def _in_units(declared_bytes, held_bytes, frame_bytes):
+    held_bytes = max(held_bytes, 0)
+    if not frame_bytes:
+        return declared_bytes, held_bytes, "bytes of audio data"
+    return declared_bytes // frame_bytes, held_bytes // frame_bytes, "frames"
+
+
+def _chunks(source, order, size, start=12):
+    """(id, length, position) of the RIFF/IFF chunks from ``start``."""
+    position = start
+    while position + 8 <= size:
+        source.seek(position)
+        chunk, length = struct.unpack(order + "4sI", source.read(8))
+        yield chunk, length, position
+        position += 8 + length + (length & 1)  # chunks are word aligned
+
+
+def _wav_data(source, head, size):
+    riff = head[:4]
+    if riff not in (b"RIFF", b"RIFX", b"RF64", b"BW64"):
+        return None
+    if head[8:12] != b"WAVE":
+        return None
+    order = ">" if riff == b"RIFX" else "<"
+    tag = block = long_size = None
+    for chunk, length, position in _chunks(source, order, size):
+        if chunk == b"ds64":  # RF64: the real sizes, 64-bit
+            long_size = struct.unpack("<QQ", source.read(16))[1]
+        elif chunk == b"fmt ":
+            tag, _, _, _, block = struct.unpack(
+                order + "HHIIH", source.read(14)
+            )
+        elif chunk == b"data":
+            if length == 0xFFFFFFFF and long_size is not None:
+                length = long_size
+            elif length in _UNKNOWN_SIZES:
+                return None
+            fixed = block if tag in _FIXED_FRAME_TAGS else None
+            return _in_units(length, size - position - 8, fixed)
+    return None
+
+
+def _aiff_data(source, head, size):
+    if head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
+        return None
+    frames = frame_bytes = data_start = None
+    for chunk, _, position in _chunks(source, ">", size):
+        if chunk == b"COMM":
+            body = source.read(22)
+            channels, frames, bits = struct.unpack(">hIh", body[:8])
+            kind = body[18:22] if head[8:12] == b"AIFC" else b"NONE"
+            width = {b"fl32": 4, b"FL32": 4, b"fl64": 8, b"FL64": 8}.get(
+                kind,
+                (bits + 7) // 8 if kind in (b"NONE", b"sowt", b"twos") else 0,
+            )
+            frame_bytes = channels * width
+        elif chunk == b"SSND":
+            offset = struct.unpack(">I", source.read(4))[0]
+            data_start = position + 16 + offset
+    if frames is None or not frame_bytes or data_start is None:
+        return None
+    return frames, max(size - data_start, 0) // frame_bytes, "frames"
+
+
+def _au_data(source, head, size):
+    if head[:4] not in (b".snd", b"dns."):
+        return None
+    order = ">" if head[:4] == b".snd" else "<"
+    offset, length, encoding, _, channels = struct.unpack(
+        order + "5I", head[4:24]
+    )
+    if length == 0xFFFFFFFF:
+        return None
+    width = _AU_WIDTHS.get(encoding, 0)
+    return _in_units(length, size - offset, width * channels)
+
+
+def read_checked(path, sample_rate=16000):
+    """:func:`read_audio` with two more checks.
+
+    A missing file's message says where it was looked for, and a file
+    whose header promises more than it holds (see :func:`truncation`) is
+    refused rather than read as a short recording.
+
+    Raises
+    ------
+    AudioError
+        When the file is missing, truncated, unreadable, empty or holds
+        non-finite samples; the message names the file.
+    """
+    if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise AudioError(f"{path}: a folder, not an audio file")
+        hint = (
+            ""
+            if os.path.isabs(path)
+            else " (relative paths, in list files too, start from the "
+            "current folder)"
+        )
+        raise AudioError(
+            f"{path}: file not found: looked for {os.path.abspath(path)}" + hint
+        )
+    problem = truncation(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
+    return read_audio(path, sample_rate)
+
+
+def is_empty_audio(path):
+    """Whether an audio file's header announces no samples at all."""
+    try:
+        return soundfile.info(path).frames == 0
+    except Exception:  # soundfile raises several types; not audio: not empty
+        return False
 
 
 def manifest_fields(rows):

@@ -11,10 +11,10 @@ import torch
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.corpora.demo import synthesize_utterance
+from sercaf_toolkit.data import truncation
 from sercaf_toolkit.deployment.inference import (
     EmotionPredictor,
     expand_inputs,
-    truncation,
 )
 
 LABELS = ["neutral", "happy", "angry", "sad"]
