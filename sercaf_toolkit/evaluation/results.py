@@ -130,11 +130,7 @@ def _pooled(rows, labels):
     )
     summary = pooled.summarize()
     return {
-        "WA": summary["WA"],
-        "UA": summary["UA"],
-        "F1": summary["macro_F1"],
-        "UA_classes": summary["UA_classes"],
-        "F1_classes": summary["F1_classes"],
+        **_test_metrics(summary),
         "labels": labels,
         "confusion_matrix": summary["confusion_matrix"],
     }
