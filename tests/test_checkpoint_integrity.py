@@ -248,11 +248,6 @@ def demo_data(tmp_path_factory):
     return tmp_path_factory.mktemp("demo_data")
 
 
-# These tests are about the checkpoints of epoch ends: the Demo recipe's
-# intra-epoch ones (every few steps) would count among the recent ones.
-ONLY_AT_EPOCH_ENDS = "--ckpt_interval_steps=0"
-
-
 def checkpoints_by_epoch(output):
     found = {}
     for path in (output / "save").glob("CKPT+*"):
@@ -281,7 +276,6 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
         demo_args(
             demo_data,
             output,
-            ONLY_AT_EPOCH_ENDS,
             "--number_of_epochs=2",
             "--seed=7",
         )
@@ -293,7 +287,6 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
         demo_args(
             demo_data,
             output,
-            ONLY_AT_EPOCH_ENDS,
             "--number_of_epochs=2",
             "--seed=7",
         )
@@ -313,7 +306,6 @@ def test_no_intact_checkpoint_restarts_from_scratch(demo_data, tmp_path):
         demo_args(
             demo_data,
             output,
-            ONLY_AT_EPOCH_ENDS,
             "--number_of_epochs=1",
             "--seed=7",
         )
@@ -324,7 +316,6 @@ def test_no_intact_checkpoint_restarts_from_scratch(demo_data, tmp_path):
         demo_args(
             demo_data,
             output,
-            ONLY_AT_EPOCH_ENDS,
             "--number_of_epochs=1",
             "--seed=7",
         )
@@ -358,7 +349,6 @@ def test_full_disk_stops_the_run_in_one_line_and_keeps_the_checkpoint(
     argv = demo_args(
         demo_data,
         output,
-        ONLY_AT_EPOCH_ENDS,
         "--number_of_epochs=2",
         "--seed=7",
     )

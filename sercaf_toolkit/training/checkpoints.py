@@ -14,6 +14,7 @@ import shutil
 
 import torch
 import yaml
+from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 from speechbrain.utils.checkpoints import (
     CKPT_PREFIX,
     METAFNAME,
@@ -221,6 +222,11 @@ class AtomicCheckpointer(Checkpointer):
         self.save_checkpoint(
             meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
         )
+        if end_of_epoch:
+            # The epoch's end supersedes its intra-epoch checkpoints; kept,
+            # they would count among the most recent and push out the
+            # previous epoch's, the fallback for a damaged newest one.
+            self._delete_intra_epoch_checkpoints(verbosity)
         orders = [({"min_key": key}, num_to_keep) for key in min_keys or []]
         orders += [({"max_key": key}, num_to_keep) for key in max_keys or []]
         orders += [
@@ -240,6 +246,20 @@ class AtomicCheckpointer(Checkpointer):
         ddp_barrier()
         if if_main_process():
             for checkpoint in candidates - kept:
+                shutil.rmtree(checkpoint.path)
+                logger.log(
+                    verbosity, "Deleted checkpoint in %s", checkpoint.path
+                )
+        ddp_barrier()
+
+    def _delete_intra_epoch_checkpoints(self, verbosity):
+        intra = self.find_checkpoints(
+            ckpt_predicate=lambda c: INTRA_EPOCH_CKPT_FLAG in c.meta,
+            max_num_checkpoints=None,
+        )
+        ddp_barrier()
+        if if_main_process():
+            for checkpoint in intra:
                 shutil.rmtree(checkpoint.path)
                 logger.log(
                     verbosity, "Deleted checkpoint in %s", checkpoint.path
