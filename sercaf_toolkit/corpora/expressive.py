@@ -315,8 +315,11 @@ def generate_expressive_corpus(
         if os.path.exists(path):
             continue
         wav = synthesize_expressive(profile, emotion, sentence, utt_seed)
-        soundfile.write(path + ".part.wav", wav, SAMPLE_RATE)
-        os.replace(path + ".part.wav", path)
+        # A name of this process's own: two runs generating the corpus at
+        # once each write whole files, and the last rename wins.
+        partial = f"{path}.{os.getpid()}.part.wav"
+        soundfile.write(partial, wav, SAMPLE_RATE)
+        os.replace(partial, path)
     return paths
 
 
