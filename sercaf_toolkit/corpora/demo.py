@@ -199,9 +199,9 @@ def generate_demo_corpus(folder, utterances_per_emotion=10, seed=1234):
                 )
                 wav = synthesize_utterance(speaker, emotion, utterance_seed)
                 # Write to a temporary name first: an interrupted run never
-                # leaves a truncated file under the final name.
-                # A name of this process's own: two runs generating the corpus at
-                # once each write whole files, and the last rename wins.
+                # leaves a truncated file under the final name. The name is
+                # this process's own: two runs generating the corpus at once
+                # each write whole files, and the last rename wins.
                 partial = f"{path}.{os.getpid()}.part.wav"
                 soundfile.write(partial, wav, SAMPLE_RATE)
                 os.replace(partial, path)
