@@ -117,6 +117,29 @@ def test_one_emodb_fold_end_to_end(tiny_ssl_source, tmp_path):
     assert info["split"]["speaker_independent"] is True
 
 
+def test_a_logmel_run_of_a_caf_experiment_needs_no_ssl_model(tmp_path):
+    # The SSL stream is not picked: its (missing) source is never checked
+    # or loaded, and CAF, given one stream, pools it.
+    make_emodb(str(tmp_path / "emodb"))
+    output = tmp_path / "run"
+    result = run_recipe(
+        [
+            str(RECIPES / "EmoDB" / "hparams" / "caf.yaml"),
+            f"--data_folder={tmp_path / 'emodb'}",
+            f"--output_folder={output}",
+            "--fold=3",
+            "--number_of_epochs=1",
+            "--streams=logmel",
+            *tiny_overrides("/does/not/exist"),
+        ]
+    )
+    assert 0 <= result.metrics["UA"] <= 1
+    info = json.loads((output / "run_info.json").read_text())
+    assert info["streams"] == ["DPCNN"] and info["ssl_source"] is None
+    exported = (output / "inference" / "hyperparams.yaml").read_text()
+    assert "SSLStream" not in exported and "CrossAttentionFusion" in exported
+
+
 def test_sercaf_cv_two_hparams_files_and_resume(
     tiny_ssl_source, tmp_path, capsys
 ):
