@@ -123,11 +123,16 @@ def test_cv_respells_overrides_and_sets_fold_threads(tmp_path, monkeypatch):
     ]
     seen = {}
 
-    def call(command, env, **kwargs):
-        seen.update(command=command, env=env)
-        return 1  # a failed fold: nothing more to read
+    class FailedFold:
+        """Stands for the fold's process: records how it was started."""
 
-    monkeypatch.setattr(cv_module.subprocess, "call", call)
+        def __init__(self, command, env, **kwargs):
+            seen.update(command=command, env=env)
+
+        def wait(self):
+            return 1  # a failed fold: nothing more to read
+
+    monkeypatch.setattr(cv_module.subprocess, "Popen", FailedFold)
     assert not cv._run_fold(cv.jobs()[0], 1, 1)
     assert "--number_of_epochs=1" in seen["command"]
     assert seen["env"]["OMP_NUM_THREADS"] == "2"
