@@ -146,11 +146,22 @@ choices (dpcnn, textrcnn: the keys of encoders); did you mean dpcnn?
             mapping, value = _at(resolved, path)
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        if not isinstance(mapping, dict) or _tag(value):
+        if not isinstance(mapping, dict):
             continue  # built at load time: nothing to compare yet
+        name = choice_key or _dotted((*path, 1))
+        if _tag(value).startswith(("!name:", "!new:")):
+            # A block written where its name goes, as experiment files did
+            # before every choice became a pick.
+            raise UserError(
+                f"{name} is a pick: give it the name of one of its choices "
+                f"({', '.join(map(str, mapping))}), not a block; a block of "
+                f"your own is one more entry of {mapping_name} (see "
+                "docs/lobes.md)"
+            )
+        if _tag(value):
+            continue  # computed at load time: nothing to compare yet
         if isinstance(value, dict | list) or value not in mapping:
             choices = [str(key) for key in mapping]
-            name = choice_key or _dotted((*path, 1))
             close = difflib.get_close_matches(str(value), choices, n=1)
             hint = f"did you mean {close[0]}?" if close else "use one of them"
             raise UserError(

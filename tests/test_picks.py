@@ -128,6 +128,21 @@ def test_a_pick_on_the_command_line_is_that_experiment(tmp_path):
     assert type(hparams["model"].streams[0].output).__name__ == "LastLayer"
 
 
+def test_a_block_where_a_pick_goes_is_one_line(tmp_path):
+    # Experiment files written before picks gave the block itself.
+    from sercaf_toolkit.training.recipe import load_recipe
+
+    old_style = tmp_path / "film64.yaml"
+    old_style.write_text(
+        f"extends: [{DEMO}]\n"
+        "fusion: !name:sercaf_toolkit.lobes.FiLMFusion\n"
+        "    output_size: 64\n"
+    )
+    with pytest.raises(UserError, match="fusion is a pick: give it the name"):
+        load_recipe([str(old_style), f"--output_folder={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
 def yaml_lines(path):
     lines = pathlib.Path(path).read_text().splitlines()
     return [
