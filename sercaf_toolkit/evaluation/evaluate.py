@@ -176,7 +176,10 @@ def evaluate_corpus(
         kept, left_out = _select(rows, module, classes)
 
     from sercaf_toolkit.deployment.inference import EmotionPredictor
-    from sercaf_toolkit.evaluation.results import write_test_outputs
+    from sercaf_toolkit.evaluation.results import (
+        BREAKDOWN_FIELDS,
+        write_test_outputs,
+    )
 
     predictor = EmotionPredictor(
         model_path, device=device, batch_size=batch_size, long_threshold=None
@@ -213,6 +216,10 @@ def evaluate_corpus(
             "files_used": len(test_rows),
             "left_out": dict(sorted(left_out.items())),
             "unreadable": failed,
+        },
+        groups_of={
+            row["ID"]: {f: row[f] for f in BREAKDOWN_FIELDS if row.get(f)}
+            for row in kept
         },
     )
     with open(paths["metrics"], encoding="utf-8") as source:

@@ -161,7 +161,7 @@ def summarize_runs(runs, picture=None, title=""):
         metrics), the same figures of each test corpus in ``per_corpus``.
     """
     done, missing, rows, labels, system = {}, [], [], None, {}
-    by_corpus = {}
+    by_corpus, by_group = {}, {}
     for (seed, fold), folder in sorted(
         runs.items(), key=lambda item: (str(item[0][0]), item[0][1])
     ):
@@ -174,6 +174,13 @@ def summarize_runs(runs, picture=None, title=""):
             by_corpus.setdefault(corpus, {})[(seed, fold)] = {
                 k: figures[k] for k in METRICS
             }
+        for field in BREAKDOWN_FIELDS:
+            for value, figures in (
+                run["metrics"].get(f"per_{field}") or {}
+            ).items():
+                by_group.setdefault(field, {}).setdefault(value, []).append(
+                    figures["UA"]
+                )
         labels = run["metrics"]["labels"]
         rows.extend(run["rows"])
         system = system or run["info"]
@@ -192,6 +199,8 @@ def summarize_runs(runs, picture=None, title=""):
     if not done:
         return result
     result["pooled"] = _pooled(rows, labels)
+    if by_group:
+        result.update(_group_summary(by_group))
     if by_corpus:
         result["per_corpus"] = {
             corpus: {
@@ -208,6 +217,36 @@ def summarize_runs(runs, picture=None, title=""):
             result["pooled"]["confusion_matrix"], labels, picture, title=title
         )
         result["confusion_matrix_png"] = picture
+    return result
+
+
+def _group_summary(by_group):
+    """UA of each speaker, gender, ... averaged over the runs testing it.
+
+    Example
+    -------
+    >>> parts = _group_summary({"speaker": {"a": [0.5, 0.7], "b": [0.9]}})
+    >>> parts["breakdowns"]["per_speaker"]["a"]
+    {'UA': 0.6, 'runs': 2}
+    >>> parts["worst_speaker"]
+    {'speaker': 'a', 'UA': 0.6}
+    """
+    result = {
+        "breakdowns": {
+            f"per_{field}": {
+                value: {"UA": statistics.fmean(uas), "runs": len(uas)}
+                for value, uas in sorted(values.items())
+            }
+            for field, values in by_group.items()
+        }
+    }
+    speakers = result["breakdowns"].get("per_speaker")
+    if speakers:
+        worst = min(speakers, key=lambda s: (speakers[s]["UA"], s))
+        result["worst_speaker"] = {
+            "speaker": worst,
+            "UA": speakers[worst]["UA"],
+        }
     return result
 
 
@@ -251,7 +290,7 @@ def results_table(summary):
     -------
     >>> print(results_table({"experiments": {"caf": {"folds": {},
     ...     "missing": [[None, 1]]}}}).splitlines()[-1])
-    | caf | - | - | - | - | - | - | - | - | - | 0/1 |
+    | caf | - | - | - | - | - | - | - | - | - | - | 0/1 |
     """
     lines = [
         "# Cross-validation results",
@@ -259,19 +298,72 @@ def results_table(summary):
         "Speaker-independent folds; figures in %: mean ± sample standard "
         "deviation over folds (each fold averaged over seeds; n/a for one "
         "fold), over seeds (the spread of the per-seed means over folds), "
-        "and pooled over all test predictions. Runs tested on several "
+        "and pooled over all test predictions. Worst speaker UA: the "
+        "lowest UA of one test speaker (averaged over the seeds), and who. "
+        "Runs tested on several "
         "corpora add a row per test corpus (its folds: those that tested "
         "it).",
         "",
-        "| experiment | SSL model | scratch encoder | fusion | WA | UA | F1 "
-        "| UA over seeds | pooled WA | pooled UA | folds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| experiment | SSL model | scratch encoder | fusion | WA | UA "
+        "| worst speaker UA | F1 | UA over seeds | pooled WA | pooled UA "
+        "| folds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, result in summary["experiments"].items():
         lines.append(_table_row(stem, result, result))
         # Runs tested on several corpora: one more row per test corpus.
         for corpus, part in (result.get("per_corpus") or {}).items():
             lines.append(_table_row(f"{stem}: test {corpus}", result, part))
+    return "\n".join(lines) + "\n"
+
+
+def breakdown_section(summary):
+    """Markdown: each experiment's UA per speaker, gender, ...
+
+    The figures of ``breakdowns`` in a summary (see
+    :func:`summarize_runs`): UA on one speaker's (gender's, ...) test
+    utterances, averaged over the runs that tested them; "" when no run
+    gave any.
+
+    Example
+    -------
+    >>> part = {"breakdowns": {"per_gender": {"F": {"UA": 0.5, "runs": 2},
+    ...                                       "M": {"UA": 0.7, "runs": 2}}}}
+    >>> text = breakdown_section({"experiments": {"caf": part}})
+    >>> for line in text.splitlines()[5:]:
+    ...     print(line)
+    | experiment | gender | UA | runs |
+    |---|---|---|---|
+    | caf | F | 50.0 | 2 |
+    | caf | M | 70.0 | 2 |
+    """
+    tables = {}
+    for stem, result in summary["experiments"].items():
+        for key, values in (result.get("breakdowns") or {}).items():
+            rows = tables.setdefault(key, [])
+            for value, figures in values.items():
+                rows.append(
+                    f"| {stem} | {value} | {100 * figures['UA']:.1f} "
+                    f"| {figures['runs']} |"
+                )
+    if not tables:
+        return ""
+    lines = [
+        "",
+        "## Breakdowns",
+        "",
+        "UA in % of the test utterances of each group, averaged over the "
+        "runs (folds and seeds) that tested it.",
+    ]
+    for field in BREAKDOWN_FIELDS:
+        rows = tables.get(f"per_{field}")
+        if rows:
+            lines += [
+                "",
+                f"| experiment | {field} | UA | runs |",
+                "|---|---|---|---|",
+                *rows,
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -298,11 +390,18 @@ def _table_row(name, result, part):
         ssl = f"{ssl} ({source})"
     scratch = ", ".join(scratch)
     if "mean" not in part:
-        cells = ["-"] * 6
+        cells = ["-"] * 7
     else:
         seeds = part.get("seeds")
+        worst = part.get("worst_speaker")
         cells = (
-            [_figure(part, k) for k in METRICS]
+            [_figure(part, k) for k in ("WA", "UA")]
+            + [
+                f"{100 * worst['UA']:.1f} ({worst['speaker']})"
+                if worst
+                else "-"
+            ]
+            + [_figure(part, "F1")]
             + [
                 f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
                 if seeds
@@ -342,7 +441,85 @@ def _test_metrics(summary):
     }
 
 
-def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
+# Manifest fields a test is broken down by, where the corpus gives them:
+# who spoke (speaker-independent figures hide a speaker the model fails),
+# their gender, and for IEMOCAP improvised or scripted speech.
+BREAKDOWN_FIELDS = ("speaker", "gender", "elicitation")
+
+
+def breakdowns(labels, rows, predicted, groups_of):
+    """Figures of each speaker, gender, ... among the test rows.
+
+    Arguments
+    ---------
+    labels : list of str
+        Class names in index order.
+    rows : list of tuple
+        ``(id, target index, probabilities)`` per test utterance.
+    predicted : list of int
+        The predicted class of each row.
+    groups_of : dict
+        Utterance id -> ``{field: value}`` for fields of
+        :data:`BREAKDOWN_FIELDS`.
+
+    Returns
+    -------
+    dict
+        ``per_<field>`` -> value -> ``{"UA", "WA", "F1", "n"}`` for every
+        field some row has, and ``worst_speaker`` (``speaker``, ``UA``:
+        the speaker of the lowest UA) when rows name speakers. UA over one
+        speaker's rows averages over the classes that speaker has, as
+        scikit-learn's ``balanced_accuracy_score`` on those rows does.
+
+    Example
+    -------
+    >>> rows = [("a", 0, [0.9, 0.1]), ("b", 1, [0.8, 0.2]),
+    ...         ("c", 1, [0.1, 0.9])]
+    >>> groups = {"a": {"speaker": "s1"}, "b": {"speaker": "s1"},
+    ...           "c": {"speaker": "s2"}}
+    >>> parts = breakdowns(["x", "y"], rows, [0, 0, 1], groups)
+    >>> parts["per_speaker"]["s1"]["UA"], parts["per_speaker"]["s2"]["n"]
+    (0.5, 1)
+    >>> parts["worst_speaker"]
+    {'speaker': 's1', 'UA': 0.5}
+    """
+    result = {}
+    for field in BREAKDOWN_FIELDS:
+        members = {}
+        for i, row in enumerate(rows):
+            value = (groups_of.get(row[0]) or {}).get(field)
+            if value not in (None, ""):
+                members.setdefault(str(value), []).append(i)
+        if not members:
+            continue
+        part = {}
+        for value, chosen in sorted(members.items()):
+            metrics = EmotionMetrics(labels)
+            metrics.append(
+                [rows[i][0] for i in chosen],
+                torch.tensor([predicted[i] for i in chosen], dtype=torch.long),
+                torch.tensor([rows[i][1] for i in chosen], dtype=torch.long),
+            )
+            summary = metrics.summarize()
+            part[value] = {
+                "UA": summary["UA"],
+                "WA": summary["WA"],
+                "F1": summary["macro_F1"],
+                "n": len(chosen),
+            }
+        result[f"per_{field}"] = part
+        if field == "speaker":
+            worst = min(part, key=lambda value: (part[value]["UA"], value))
+            result["worst_speaker"] = {
+                "speaker": worst,
+                "UA": part[worst]["UA"],
+            }
+    return result
+
+
+def write_test_outputs(
+    folder, labels, rows, extra=None, corpus_of=None, groups_of=None
+):
     """Writes ``test_metrics.json``, ``predictions.csv`` and the confusion PNG.
 
     What a recipe's test and ``sercaf evaluate`` both write, the same way.
@@ -362,6 +539,11 @@ def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
         Utterance id -> corpus name: adds a ``corpus`` column to
         ``predictions.csv`` and the figures of each corpus under
         ``per_corpus`` in ``test_metrics.json``.
+    groups_of : dict, optional
+        Utterance id -> ``{field: value}`` for the fields of
+        :data:`BREAKDOWN_FIELDS` the corpus gives: adds those columns to
+        ``predictions.csv`` and their figures to ``test_metrics.json`` (see
+        :func:`breakdowns`).
 
     Returns
     -------
@@ -419,6 +601,13 @@ def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
                 **_test_metrics(part),
                 "confusion_matrix": part["confusion_matrix"],
             }
+    groups_of = groups_of or {}
+    metrics.update(breakdowns(labels, rows, predicted, groups_of))
+    group_fields = [
+        field
+        for field in BREAKDOWN_FIELDS
+        if any((groups_of.get(row[0]) or {}).get(field) for row in rows)
+    ]
     metrics.update(extra or {})
     with open(paths["metrics"], "w", encoding="utf-8") as out:
         json.dump(metrics, out, indent=2)
@@ -434,12 +623,15 @@ def write_test_outputs(folder, labels, rows, extra=None, corpus_of=None):
             ["id", "true_label", "predicted_label"]
             + [f"prob_{label}" for label in labels]
             + (["corpus"] if corpus_of else [])
+            + group_fields
         )
         for (utt_id, target, probs), best in zip(rows, predicted):
+            groups = groups_of.get(utt_id) or {}
             writer.writerow(
                 [utt_id, labels[target], labels[best]]
                 + [f"{p:.6f}" for p in probs]
                 + ([corpus_of.get(utt_id, "")] if corpus_of else [])
+                + [groups.get(field, "") for field in group_fields]
             )
     return paths
 
@@ -458,10 +650,13 @@ def write_run_outputs(folder, brain, test_csv):
         The test manifest: with a ``corpus`` column (several corpora),
         the metrics are given per corpus too.
     """
+    manifest = read_manifest(test_csv)
     corpus_of = {
-        row["ID"]: row["corpus"]
-        for row in read_manifest(test_csv)
-        if row.get("corpus")
+        row["ID"]: row["corpus"] for row in manifest if row.get("corpus")
+    }
+    groups_of = {
+        row["ID"]: {f: row[f] for f in BREAKDOWN_FIELDS if row.get(f)}
+        for row in manifest
     }
     paths = write_test_outputs(
         folder,
@@ -474,6 +669,7 @@ def write_run_outputs(folder, brain, test_csv):
             "selected_epoch": brain.test_selected_epoch,
         },
         corpus_of=corpus_of,
+        groups_of=groups_of,
     )
     history = os.path.join(folder, "history.json")
     if os.path.exists(history):

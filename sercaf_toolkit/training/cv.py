@@ -42,7 +42,11 @@ import speechbrain as sb
 
 from sercaf_toolkit.corpora import check_recipe_corpus, recipe_fold_count
 from sercaf_toolkit.errors import UserError
-from sercaf_toolkit.evaluation.results import results_table, summarize_runs
+from sercaf_toolkit.evaluation.results import (
+    breakdown_section,
+    results_table,
+    summarize_runs,
+)
 from sercaf_toolkit.hparams import (
     checked_hparams,
     resolve_hparams_path,
@@ -441,7 +445,7 @@ class CrossValidation:
         with open(os.path.join(self.output_root, SUMMARY), "w") as out:
             json.dump(summary, out, indent=2)
         with open(os.path.join(self.output_root, "results.md"), "w") as out:
-            out.write(results_table(summary))
+            out.write(results_table(summary) + breakdown_section(summary))
         return summary
 
 
