@@ -729,6 +729,16 @@ def _table_parser(subparsers):
     )
     parser.add_argument("summaries", nargs="+", help="cv_summary.json files")
     parser.add_argument("--out", help="Markdown file (default: stdout)")
+    parser.add_argument(
+        "--compare",
+        nargs="?",
+        const="pairs",
+        choices=("pairs", "speakers"),
+        help="mark the WA, UA and F1 cells not significantly different "
+        "from the column's best (paired test against it, Holm-corrected: "
+        "over fold x seed pairs, the default, or a bootstrap over test "
+        "speakers)",
+    )
     _debug_option(parser)
     parser.set_defaults(func=_table)
     return parser
@@ -743,13 +753,117 @@ def _table(args):
         _writable_target(args.out, "--out")
     from sercaf_toolkit.evaluation.results import merge_summaries, results_table
 
-    table = results_table(merge_summaries(args.summaries))
+    summary = merge_summaries(args.summaries)
+    marks, legend = None, ""
+    if args.compare:
+        from sercaf_toolkit.evaluation.compare import ALPHA, table_marks
+
+        experiments = load_table_experiments(args.summaries, summary)
+        marks, unpaired = table_marks(experiments, method=args.compare)
+        test = (
+            "sign-flip test over fold x seed pairs"
+            if args.compare == "pairs"
+            else "paired bootstrap over test speakers"
+        )
+        legend = (
+            "Bold: the column's best mean; ≈: not significantly different "
+            f"from it (paired {test}, Holm-corrected, p >= {ALPHA})."
+        )
+        for metric, names in unpaired.items():
+            if names:
+                legend += (
+                    f" Not paired with the best {metric} (other folds, "
+                    f"seeds or test files), so unmarked: {', '.join(names)}."
+                )
+    table = results_table(summary, marks, legend)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             out.write(table)
     else:
         print(table)
     return 0
+
+
+# compare -----------------------------------------------------------------
+
+
+def _compare_parser(subparsers):
+    parser = subparsers.add_parser(
+        "compare",
+        help="paired comparison of cv experiments: differences, intervals "
+        "and p-values",
+        description="Compares experiments that ran on the same folds, "
+        "seeds and test files against the first one: for WA, UA and macro "
+        "F1, the paired difference with a 95 %% interval and a p-value "
+        "over the fold x seed pairs (sign-flip test, t interval) and over "
+        "the test speakers (paired bootstrap). Writes comparison.md and "
+        "comparison.json.",
+    )
+    parser.add_argument(
+        "experiments",
+        nargs="+",
+        help="sercaf cv output folders or their cv_summary.json (every "
+        "experiment in them), or one experiment's folder "
+        "(<root>/<experiment>); the first is the reference",
+    )
+    parser.add_argument(
+        "--out",
+        help="folder for comparison.md and comparison.json (default: the "
+        "first one's cv folder)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        help="speaker draws of the bootstrap (default 2000; 0 skips it)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the bootstrap draws (default 0)",
+    )
+    _debug_option(parser)
+    parser.set_defaults(func=_compare)
+    return parser
+
+
+def _compare(args):
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap {args.bootstrap}: give 0 or more draws")
+    if args.out is not None:
+        _creatable_folder(args.out, "--out")
+    from sercaf_toolkit.evaluation.compare import (
+        compare_experiments,
+        comparison_markdown,
+        load_experiments,
+        write_comparison,
+    )
+
+    experiments = load_experiments(args.experiments)
+    result = compare_experiments(
+        experiments, bootstrap=args.bootstrap, seed=args.seed
+    )
+    out = args.out or experiments[0].root
+    paths = write_comparison(result, out)
+    print(comparison_markdown(result))
+    print(f"Wrote {paths['markdown']} and {paths['json']}")
+    return 0
+
+
+def load_table_experiments(paths, summary):
+    """The experiments of ``sercaf table``'s summaries, named as its rows."""
+    from sercaf_toolkit.evaluation.compare import load_experiments
+
+    experiments = load_experiments(paths)
+    rows = list(summary["experiments"])
+    if [e.name for e in experiments] != rows:
+        # Two summaries in folders of one name: the table's rows clash too.
+        raise UserError(
+            "--compare: two summaries lie in folders of the same name; "
+            "give each cv run its own --output-root name"
+        )
+    return experiments
 
 
 # main --------------------------------------------------------------------
@@ -779,6 +893,7 @@ def build_parser():
         _export_onnx_parser,
         _evaluate_parser,
         _table_parser,
+        _compare_parser,
     ):
         add(subparsers)
     return parser

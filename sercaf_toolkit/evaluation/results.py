@@ -283,8 +283,19 @@ def _figure(part, key):
     return f"{100 * part['mean'][key]:.1f} ± {spread}"
 
 
-def results_table(summary):
+def results_table(summary, marks=None, legend=""):
     """The paper-style Markdown table of a cross-validation summary.
+
+    Arguments
+    ---------
+    summary : dict
+        A ``cv_summary.json`` (or :func:`merge_summaries`' merge).
+    marks : dict, optional
+        Experiment -> metric -> ``"best"`` (written in bold) or ``"same"``
+        (not significantly different from the best: marked ``≈``); see
+        :func:`sercaf_toolkit.evaluation.compare.table_marks`.
+    legend : str
+        What the marks mean, under the table.
 
     Example
     -------
@@ -310,10 +321,14 @@ def results_table(summary):
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, result in summary["experiments"].items():
-        lines.append(_table_row(stem, result, result))
+        lines.append(
+            _table_row(stem, result, result, (marks or {}).get(stem, {}))
+        )
         # Runs tested on several corpora: one more row per test corpus.
         for corpus, part in (result.get("per_corpus") or {}).items():
             lines.append(_table_row(f"{stem}: test {corpus}", result, part))
+    if legend:
+        lines += ["", legend]
     return "\n".join(lines) + "\n"
 
 
@@ -372,9 +387,21 @@ def breakdown_section(summary):
 SCRATCH_ENCODERS = ("DPCNN", "TextRCNN")
 
 
-def _table_row(name, result, part):
+def _table_row(name, result, part, marks=None):
     """One row of :func:`results_table`: ``part``'s figures (the whole
-    experiment's, or one test corpus's), ``result``'s system."""
+    experiment's, or one test corpus's), ``result``'s system, and the
+    ``marks`` of its cells (metric -> ``"best"`` or ``"same"``)."""
+    marks = marks or {}
+
+    def cell(key):
+        text = _figure(part, key)
+        mark = marks.get(key)
+        return (
+            f"**{text}**"
+            if mark == "best"
+            else (f"{text} ≈" if mark == "same" else text)
+        )
+
     system = result.get("system") or {}
     streams = system.get("streams") or []
     kinds = system.get("stream_kinds") or [
@@ -395,13 +422,13 @@ def _table_row(name, result, part):
         seeds = part.get("seeds")
         worst = part.get("worst_speaker")
         cells = (
-            [_figure(part, k) for k in ("WA", "UA")]
+            [cell(k) for k in ("WA", "UA")]
             + [
                 f"{100 * worst['UA']:.1f} ({worst['speaker']})"
                 if worst
                 else "-"
             ]
-            + [_figure(part, "F1")]
+            + [cell("F1")]
             + [
                 f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
                 if seeds
