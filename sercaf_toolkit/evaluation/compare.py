@@ -17,7 +17,9 @@ confidence interval and a p-value, by two methods:
   correlated, and resampling utterances would understate the spread),
   the same draw for both experiments, recomputes every run's figures and
   their mean difference. Percentile interval; the p-value is twice the
-  smaller share of draws on either side of 0.
+  smaller share of draws on either side of 0. It holds the trained models
+  fixed: it asks whether *these* models differ on other speakers like the
+  test ones, not whether the recipes do across seeds.
 
 With more than two experiments, each method's p-values of one metric are
 Holm-corrected over the comparisons against the first.
@@ -41,6 +43,9 @@ SUMMARY = "cv_summary.json"
 # Up to this many pairs the sign-flip test enumerates all 2^n patterns.
 EXACT_LIMIT = 16
 ALPHA = 0.05
+# Below this many test speakers in a fold the bootstrap's result is noted
+# as fragile.
+FEW_SPEAKERS = 5
 
 
 def metrics_from_confusions(confusions):
@@ -522,6 +527,16 @@ def compare_experiments(
             f"p-values Holm-corrected over the {len(experiments) - 1} "
             "comparisons against the reference (per metric and method)"
         )
+    if n_draws:
+        fewest = min(len(speakers) for speakers, _ in draws.values())
+        if fewest < FEW_SPEAKERS:
+            notes.append(
+                f"a fold has only {fewest} test speaker(s): the speaker "
+                "bootstrap can draw few distinct test sets and holds the "
+                "trained models fixed (no seed-to-seed variation), so its "
+                "interval is narrow; the fold x seed method is the one "
+                "that judges the recipes"
+            )
     if not have_speakers:
         notes.append(
             "speaker bootstrap skipped: some runs do not name the speaker "
