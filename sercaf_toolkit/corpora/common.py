@@ -476,10 +476,11 @@ def check_text_guard(splits, removed, corpus, fold, validating):
     ...
     sercaf_toolkit.errors.UserError: EmoDB fold 3: text_disjoint leaves no \
 training data (all 8 training utterances say one of the test split's 1 \
-texts); set --text_disjoint=False, or use a corpus or protocol whose test \
+text); set --text_disjoint=False, or use a corpus or protocol whose test \
 texts are not all said in training (docs/corpora.md, Text-disjoint folds)
     """
     n_texts = len({text_of(row) for row in splits["test"]} - {""})
+    texts = f"{n_texts} text{'' if n_texts == 1 else 's'}"
     cure = (
         "set --text_disjoint=False, or use a corpus or protocol whose test "
         "texts are not all said in training (docs/corpora.md, "
@@ -489,13 +490,13 @@ texts are not all said in training (docs/corpora.md, Text-disjoint folds)
         raise UserError(
             f"{corpus} fold {fold}: text_disjoint leaves no training data "
             f"(all {removed['train']} training utterances say one of the "
-            f"test split's {n_texts} texts); {cure}"
+            f"test split's {texts}); {cure}"
         )
     if validating and removed["valid"] and not splits["valid"]:
         raise UserError(
             f"{corpus} fold {fold}: text_disjoint leaves no validation data "
             f"(all {removed['valid']} validation utterances say one of the "
-            f"test split's {n_texts} texts); set --validation=none, or " + cure
+            f"test split's {texts}); set --validation=none, or " + cure
         )
 
 
