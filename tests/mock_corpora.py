@@ -28,7 +28,13 @@ def make_iemocap(root):
     expected = []
     for session in range(1, 6):
         base = os.path.join(root, f"Session{session}")
-        dialogs = [f"Ses0{session}F_impro01", f"Ses0{session}M_script02"]
+        # Every session performs script 2, part 1 (as every real session
+        # performs every script); script 1, part 1 is in sessions 1 and 5
+        # only (5 as a second take, "1b"), so that a text-disjoint fold
+        # removes some scripted utterances and keeps others.
+        dialogs = [f"Ses0{session}F_impro01", f"Ses0{session}M_script02_1"]
+        if session == 1:
+            dialogs.append("Ses01F_script01_1")
         if session == 3:
             dialogs.append("Ses03M_impro08a")  # dialog letter M, talker F
         if session == 5:
@@ -76,18 +82,35 @@ EMODB_LETTERS = {
     "F": "happiness", "T": "sadness", "N": "neutral",
 }  # fmt: skip
 EMODB_SPEAKERS = ["03", "08", "09", "10", "11", "12", "13", "14", "15", "16"]
+# EmoDB's ten texts; every real speaker says each of them.
+EMODB_TEXTS = [
+    "a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10",
+]  # fmt: skip
 
 
-def make_emodb(root, folder="wav"):
-    """Writes an EmoDB tree (2 files per speaker and emotion)."""
+def make_emodb(root, folder="wav", texts_of=None):
+    """Writes an EmoDB tree (2 files per speaker and emotion).
+
+    ``texts_of(speaker)`` lists the texts a speaker says (default: all
+    ten, as in the real corpus); the 14 files of a speaker cycle through
+    them from the second, so with ten texts each speaker says every one,
+    and the second happiness file says the first text (``03a01Fb``).
+    """
     expected = []
     for speaker in EMODB_SPEAKERS:
-        for letter, label in EMODB_LETTERS.items():
-            for version in "ab":
-                name = f"{speaker}a01{letter}{version}"
+        texts = texts_of(speaker) if texts_of else EMODB_TEXTS
+        for e_index, (letter, label) in enumerate(EMODB_LETTERS.items()):
+            for v_index, version in enumerate("ab"):
+                text = texts[(2 * e_index + v_index + 1) % len(texts)]
+                name = f"{speaker}{text}{letter}{version}"
                 tiny_wav(os.path.join(root, folder, name + ".wav"))
                 expected.append(
-                    {"ID": name, "label": label, "speaker": speaker}
+                    {
+                        "ID": name,
+                        "label": label,
+                        "speaker": speaker,
+                        "text": text,
+                    }
                 )
     return expected
 
@@ -110,7 +133,13 @@ def make_casia(root, per_class=2):
                 tiny_wav(
                     os.path.join(root, speaker, folder, name), rate, seed=number
                 )
-                expected.append({"label": emotion, "speaker": speaker.lower()})
+                expected.append(
+                    {
+                        "label": emotion,
+                        "speaker": speaker.lower(),
+                        "text": str(201 + number),
+                    }
+                )
     return expected
 
 
@@ -121,15 +150,25 @@ RAVDESS_EMOTIONS = {
 
 
 def make_ravdess(root):
-    """Writes 24 actors, one speech file per emotion, plus song and AV."""
+    """Writes 24 actors, one speech file per emotion, plus song and AV.
+
+    Odd emotion codes say statement 01, even ones 02: every actor says
+    both statements, as in the real corpus.
+    """
     expected = []
     for actor in range(1, 25):
         folder = os.path.join(root, f"Actor_{actor:02d}")
         for code, label in RAVDESS_EMOTIONS.items():
-            name = f"03-01-{code}-01-01-01-{actor:02d}"
+            statement = "01" if int(code) % 2 else "02"
+            name = f"03-01-{code}-01-{statement}-01-{actor:02d}"
             tiny_wav(os.path.join(folder, name + ".wav"), 48000, seconds=0.1)
             expected.append(
-                {"ID": name, "label": label, "speaker": f"Actor_{actor:02d}"}
+                {
+                    "ID": name,
+                    "label": label,
+                    "speaker": f"Actor_{actor:02d}",
+                    "text": statement,
+                }
             )
         # Song and audio-visual files must not leak in.
         tiny_wav(

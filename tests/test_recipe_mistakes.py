@@ -237,6 +237,17 @@ CASES = {
         ],
         ["custom/empty.csv", "lists no audio file"],
     ),
+    # Found while preparing the data: every EmoDB speaker says every text.
+    "text-disjoint fold without training data": (
+        "EmoDB",
+        [
+            "hparams/caf.yaml",
+            "--data_folder=emodb",
+            "--streams=logmel",
+            "--text_disjoint=True",
+        ],
+        ["EmoDB fold 1", "no training data", "--text_disjoint=False"],
+    ),
     "another experiment's folder": (
         "Demo",
         ["hparams/film.yaml", "--output_folder=results/run"],

@@ -1,7 +1,9 @@
 """CASIA (public 1200-utterance set) preparation.
 
 Layout: ``<data_folder>/<speaker>/<emotion>/<NNN>.wav``, e.g.
-``CASIA/wangzhe/angry/201.wav``. Speaker folders are matched without
+``CASIA/wangzhe/angry/201.wav``; the file number is the sentence (201-250,
+the same 50 sentences under every speaker and emotion), the row's
+``text``. Speaker folders are matched without
 regard to case (``ZhaoZuoxiang``); ``normal`` is ``neutral``. Copies differ
 in sample rate: audio is always resampled when read. Protocol:
 leave-one-speaker-out, 4 folds; validation on the next speaker.
@@ -76,6 +78,9 @@ def build_manifest(data_folder, strict=False):
                     label=label,
                     speaker=speaker,
                     gender=SPEAKER_GENDER[speaker],
+                    # The file number is the sentence, the same one under
+                    # every speaker and emotion.
+                    text=stem,
                 )
     builder.check(EXPECTED_TOTAL, {"label": EXPECTED_PER_LABEL}, strict)
     return builder.rows
@@ -100,11 +105,11 @@ def prepare_casia(
     zhaozuoxiang and validates on the next one.
 
     ``split_options`` (``validation``, ``speaker_normalization``,
-    ``normalized_folder``): see
+    ``normalized_folder``, ``text_disjoint``): see
     :func:`~sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, **split_options
+        rows, save_folder, fold, protocol, groups, corpus=NAME, **split_options
     )

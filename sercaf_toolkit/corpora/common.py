@@ -2,9 +2,16 @@
 
 A preparation module knows one corpus's layout and naming and nothing else.
 It turns the corpus into manifest rows (``ID, duration, wav, label, speaker``
-plus ``gender`` and session or fold fields) and hands them to
+plus ``gender``, ``text`` and session or fold fields) and hands them to
 :func:`prepare_fold`, which writes ``data.csv`` and one fold's speaker-
 independent ``train.csv``, ``valid.csv`` and ``test.csv``.
+
+``text`` is a key of what an utterance says, taken from the corpus's naming
+(EmoDB's ``a01``, RAVDESS's statement, CASIA's sentence number, IEMOCAP's
+script): utterances with the same key say the same words. ``""`` (or no
+``text`` field) means a text of its own, shared with no other utterance.
+With ``text_disjoint`` a fold's training and validation splits keep no
+utterance whose text the test split holds (:func:`remove_test_texts`).
 
 Authors
  * sercaf-toolkit developers 2026
@@ -286,19 +293,39 @@ def write_speaker_splits(rows, test_speakers, valid_speakers, save_folder):
     >>> {name: len(part) for name, part in splits.items()}
     {'train': 2, 'valid': 2, 'test': 2}
     """
+    splits = speaker_splits(rows, test_speakers, valid_speakers)
+    audit_speaker_splits(
+        splits, allow_empty=() if valid_speakers else ("valid",)
+    )
+    write_splits(splits, rows, save_folder)
+    return splits
+
+
+def speaker_splits(rows, test_speakers, valid_speakers):
+    """Split name -> rows: the speakers in neither list train.
+
+    Example
+    -------
+    >>> rows = [{"speaker": s} for s in "abcc"]
+    >>> {k: len(v) for k, v in speaker_splits(rows, ["a"], ["b"]).items()}
+    {'train': 2, 'valid': 1, 'test': 1}
+    """
     test, valid = set(test_speakers), set(valid_speakers)
-    splits = {
+    return {
         "train": [r for r in rows if r["speaker"] not in test | valid],
         "valid": [r for r in rows if r["speaker"] in valid],
         "test": [r for r in rows if r["speaker"] in test],
     }
-    audit_speaker_splits(splits, allow_empty=() if valid else ("valid",))
-    fields = manifest_fields(rows)  # also for a valid.csv without rows
+
+
+def write_splits(splits, rows, save_folder):
+    """Writes ``train/valid/test.csv``, all with the columns of ``rows``
+    (also a ``valid.csv`` without rows)."""
+    fields = manifest_fields(rows)
     for name, split_rows in splits.items():
         write_manifest(
             split_rows, os.path.join(save_folder, f"{name}.csv"), fields
         )
-    return splits
 
 
 def audit_speaker_splits(splits, allow_empty=()):
@@ -332,6 +359,147 @@ def audit_speaker_splits(splits, allow_empty=()):
             seen[speaker] = name
 
 
+def text_of(row):
+    """The text key of a manifest row; ``""``: a text of its own.
+
+    Example
+    -------
+    >>> text_of({"text": " a01 "}), text_of({"text": ""}), text_of({})
+    ('a01', '', '')
+    """
+    return str(row.get("text") or "").strip()
+
+
+def split_texts(splits):
+    """Split name -> its shared texts, sorted (texts of their own left out).
+
+    Example
+    -------
+    >>> split_texts({"train": [{"text": "b"}, {"text": "a"}, {"text": ""}]})
+    {'train': ['a', 'b']}
+    """
+    return {
+        name: sorted({text_of(row) for row in rows} - {""})
+        for name, rows in splits.items()
+    }
+
+
+def remove_test_texts(splits):
+    """Training and validation splits without the test split's texts.
+
+    Every train or valid utterance whose text (:func:`text_of`) some test
+    utterance says is left out; utterances with a text of their own
+    (``""``) always stay.
+
+    Arguments
+    ---------
+    splits : dict
+        ``train``, ``valid`` and ``test`` -> manifest rows.
+
+    Returns
+    -------
+    splits : dict
+        The same splits, train and valid filtered (new lists).
+    removed : dict
+        ``train`` and ``valid`` -> how many utterances were left out.
+
+    Example
+    -------
+    >>> splits = {
+    ...     "train": [{"text": "a01"}, {"text": "b02"}, {"text": ""}],
+    ...     "valid": [{"text": "a01"}],
+    ...     "test": [{"text": "a01"}, {"text": ""}],
+    ... }
+    >>> kept, removed = remove_test_texts(splits)
+    >>> kept["train"], kept["valid"], removed
+    ([{'text': 'b02'}, {'text': ''}], [], {'train': 1, 'valid': 1})
+    """
+    test = {text_of(row) for row in splits["test"]} - {""}
+    kept, removed = dict(splits), {}
+    for name in ("train", "valid"):
+        kept[name] = [row for row in splits[name] if text_of(row) not in test]
+        removed[name] = len(splits[name]) - len(kept[name])
+    return kept, removed
+
+
+def audit_text_splits(splits):
+    """Fails if a text of the test split is in train or valid.
+
+    Arguments
+    ---------
+    splits : dict
+        Split name -> manifest rows (a ``text`` field where known).
+
+    Example
+    -------
+    >>> train = [{"ID": "03a01Fa", "text": "a01"}]
+    >>> test = [{"ID": "08a01Fa", "text": "a01"}, {"ID": "x", "text": ""}]
+    >>> audit_text_splits({"train": train, "valid": [], "test": test})
+    Traceback (most recent call last):
+    ...
+    ValueError: text-disjointness broken: text 'a01' is in test and train \
+(03a01Fa)
+    """
+    test = {text_of(row) for row in splits["test"]} - {""}
+    for name in ("train", "valid"):
+        leaks = [row for row in splits.get(name, ()) if text_of(row) in test]
+        if leaks:
+            raise ValueError(
+                "text-disjointness broken: text "
+                f"{text_of(leaks[0])!r} is in test and {name} "
+                f"({', '.join(str(row.get('ID')) for row in leaks[:3])}"
+                f"{', ...' if len(leaks) > 3 else ''})"
+            )
+
+
+def check_text_guard(splits, removed, corpus, fold, validating):
+    """Fails in one line when ``text_disjoint`` leaves a split empty.
+
+    Arguments
+    ---------
+    splits : dict
+        The splits after :func:`remove_test_texts`.
+    removed : dict
+        Its counts of removed utterances.
+    corpus : str
+        The corpus name, for the message.
+    fold : int
+        The fold, for the message.
+    validating : bool
+        Whether the validation split must keep rows.
+
+    Example
+    -------
+    >>> splits = {"train": [], "valid": [], "test": [{"text": "a01"}]}
+    >>> check_text_guard(splits, {"train": 8, "valid": 1}, "EmoDB", 3, True)
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: EmoDB fold 3: text_disjoint leaves no \
+training data (all 8 training utterances say one of the test split's 1 \
+text); set --text_disjoint=False, or use a corpus or protocol whose test \
+texts are not all said in training (docs/corpora.md, Text-disjoint folds)
+    """
+    n_texts = len({text_of(row) for row in splits["test"]} - {""})
+    texts = f"{n_texts} text{'' if n_texts == 1 else 's'}"
+    cure = (
+        "set --text_disjoint=False, or use a corpus or protocol whose test "
+        "texts are not all said in training (docs/corpora.md, "
+        "Text-disjoint folds)"
+    )
+    if removed["train"] and not splits["train"]:
+        raise UserError(
+            f"{corpus} fold {fold}: text_disjoint leaves no training data "
+            f"(all {removed['train']} training utterances say one of the "
+            f"test split's {texts}); {cure}"
+        )
+    if validating and removed["valid"] and not splits["valid"]:
+        raise UserError(
+            f"{corpus} fold {fold}: text_disjoint leaves no validation data "
+            f"(all {removed['valid']} validation utterances say one of the "
+            f"test split's {texts}); set --validation=none, or " + cure
+        )
+
+
 def prepare_fold(
     rows,
     save_folder,
@@ -343,11 +511,15 @@ def prepare_fold(
     validation=DEFAULT_VALIDATION,
     speaker_normalization=False,
     normalized_folder=None,
+    text_disjoint=False,
+    corpus=None,
 ):
     """Writes ``data.csv``, one fold's splits and ``split_info.json``.
 
     Files the corpus module left out (``rows.problems``) are listed in
-    ``split_info.json`` and ``skipped_files.txt``.
+    ``split_info.json`` and ``skipped_files.txt``. The splits are computed
+    and checked before anything is written: a fold that cannot be made
+    fails in one line and leaves ``save_folder`` as it was.
 
     Arguments
     ---------
@@ -378,23 +550,44 @@ def prepare_fold(
         speakers included; ``split_info.json`` says so.
     normalized_folder : str
         Where the normalised audio goes (shared by every fold and run).
+    text_disjoint : bool
+        Leave out of train and valid every utterance whose ``text`` the
+        test split holds (:func:`remove_test_texts`), and audit it; a
+        split left empty is a one-line :class:`UserError`.
+    corpus : str, optional
+        The corpus name, for messages.
 
     Returns
     -------
     dict
         Split name -> rows.
+
+    Example
+    -------
+    >>> import json, tempfile
+    >>> rows = [
+    ...     {"ID": f"{s}{t}", "duration": "1", "wav": "x.wav",
+    ...      "label": "a", "speaker": s, "text": t}
+    ...     for s in "abcd" for t in ("t1", "t2", "")
+    ... ]
+    >>> folder = tempfile.mkdtemp()
+    >>> groups = [["a"], ["b"], ["c"], ["d"]]
+    >>> splits = prepare_fold(rows, folder, 1, "demo", groups,
+    ...                       text_disjoint=True)
+    >>> [row["ID"] for row in splits["train"]]  # texts of their own only
+    ['c', 'd']
+    >>> info = json.load(open(os.path.join(folder, "split_info.json")))
+    >>> info["texts"]
+    {'train': [], 'valid': [], 'test': ['t1', 't2']}
+    >>> info["text_disjoint_removed"], info["training_share"]
+    ({'train': 4, 'valid': 2}, 0.6667)
     """
-    if speaker_normalization:
-        if not normalized_folder:
-            raise UserError(
-                "speaker_normalization: True needs normalized_folder, where "
-                "the normalised audio is written"
-            )
-        rows = ManifestRows(
-            normalize_speakers(rows, normalized_folder),
-            getattr(rows, "problems", []),
+    if speaker_normalization and not normalized_folder:
+        raise UserError(
+            "speaker_normalization: True needs normalized_folder, where "
+            "the normalised audio is written"
         )
-    write_manifest(rows, os.path.join(save_folder, "data.csv"))
+    validating = uses_validation(validation)
     if protocol == RANDOM_PROTOCOL:
         logger.warning(
             "protocol %s: utterances split at random, speakers shared between"
@@ -402,8 +595,6 @@ def prepare_fold(
             RANDOM_PROTOCOL,
         )
         splits = _random_splits(rows, seed, validation)
-        for name, part in splits.items():
-            write_manifest(part, os.path.join(save_folder, f"{name}.csv"))
         info = {
             "protocol": protocol,
             "fold": int(fold),
@@ -411,15 +602,38 @@ def prepare_fold(
         }
     else:
         test, valid_speakers = speaker_folds(groups, fold, valid, validation)
-        splits = write_speaker_splits(rows, test, valid_speakers, save_folder)
+        splits = speaker_splits(rows, test, valid_speakers)
         info = {
             "protocol": protocol,
             "fold": int(fold),
             "speaker_independent": True,
             "test_speakers": test,
             "valid_speakers": valid_speakers,
-            "train_speakers": sorted({r["speaker"] for r in splits["train"]}),
         }
+    removed = {"train": 0, "valid": 0}
+    if text_disjoint:
+        splits, removed = remove_test_texts(splits)
+        check_text_guard(
+            splits, removed, corpus or "the corpus", fold, validating
+        )
+        audit_text_splits(splits)
+    if protocol != RANDOM_PROTOCOL:
+        audit_speaker_splits(
+            splits, allow_empty=() if info["valid_speakers"] else ("valid",)
+        )
+        info["train_speakers"] = sorted({r["speaker"] for r in splits["train"]})
+    if speaker_normalization:
+        # Every utterance of a speaker, test speakers' and removed ones
+        # included, makes its statistics: normalise all, then map.
+        normalized = normalize_speakers(rows, normalized_folder)
+        position = {id(row): index for index, row in enumerate(rows)}
+        splits = {
+            name: [normalized[position[id(row)]] for row in part]
+            for name, part in splits.items()
+        }
+        rows = ManifestRows(normalized, getattr(rows, "problems", []))
+    write_manifest(rows, os.path.join(save_folder, "data.csv"))
+    write_splits(splits, rows, save_folder)
     info["validation"] = validation
     info["speaker_normalization"] = (
         "transductive: each speaker's mean log-mel spectrum moved to the "
@@ -429,11 +643,14 @@ def prepare_fold(
     )
     info["counts"] = {name: len(part) for name, part in splits.items()}
     # The share of the non-test utterances that trains (1.0 without
-    # validation): what the validation policy costs in training data.
+    # validation): what the validation policy costs in training data. Under
+    # text_disjoint, of those the guard kept (text_disjoint_removed says
+    # how many it left out).
     info["training_share"] = round(
         len(splits["train"]) / (len(splits["train"]) + len(splits["valid"])),
         4,
     )
+    info.update(text_info(splits, text_disjoint, removed))
     info["skipped"] = list(getattr(rows, "problems", []))
     if info["skipped"]:
         with open(os.path.join(save_folder, "skipped_files.txt"), "w") as out:
@@ -441,6 +658,32 @@ def prepare_fold(
     with open(os.path.join(save_folder, "split_info.json"), "w") as out:
         json.dump(info, out, indent=2)
     return splits
+
+
+def text_info(splits, text_disjoint, removed):
+    """What ``split_info.json`` says about texts.
+
+    ``text_disjoint`` (on or off), ``text_disjoint_removed`` (utterances
+    the guard left out of train and valid), ``texts`` (each split's shared
+    texts) and ``test_texts_in_training`` (test texts that train or valid
+    also holds: none under the guard).
+
+    Example
+    -------
+    >>> splits = {"train": [{"text": "a"}], "valid": [],
+    ...           "test": [{"text": "a"}, {"text": "b"}]}
+    >>> info = text_info(splits, False, {"train": 0, "valid": 0})
+    >>> info["texts"]["test"], info["test_texts_in_training"]
+    (['a', 'b'], ['a'])
+    """
+    texts = split_texts(splits)
+    training = set(texts["train"]) | set(texts["valid"])
+    return {
+        "text_disjoint": bool(text_disjoint),
+        "text_disjoint_removed": dict(removed),
+        "texts": texts,
+        "test_texts_in_training": sorted(set(texts["test"]) & training),
+    }
 
 
 def _random_splits(rows, seed, validation=DEFAULT_VALIDATION):

@@ -2,9 +2,11 @@
 
 The CSV has a header and the columns ``path`` (absolute, or relative to the
 CSV file's folder), ``label`` and ``speaker``, and optionally ``fold``
-(1-based test fold of each speaker). Without ``fold``, speakers are dealt
-into ``n_folds`` folds in sorted order. Each fold tests on its speakers and
-validates on the next fold's.
+(1-based test fold of each speaker) and ``text`` (what is said: a sentence
+or a key of it; utterances with the same text say the same words, an empty
+cell is a text of its own; used by ``text_disjoint`` folds). Without
+``fold``, speakers are dealt into ``n_folds`` folds in sorted order. Each
+fold tests on its speakers and validates on the next fold's.
 
 Authors
  * sercaf-toolkit developers 2026
@@ -21,6 +23,7 @@ from sercaf_toolkit.corpora.common import (
     ManifestBuilder,
     prepare_fold,
 )
+from sercaf_toolkit.errors import UserError
 
 REQUIRED = ("path", "label", "speaker")
 NAME = "Custom"
@@ -37,20 +40,22 @@ def check_data_folder(data_folder):
     if not os.path.isfile(data_folder):
         raise CorpusFolderError(
             f"corpus CSV file not found: {data_folder}; set --data_folder "
-            "to a CSV file with the columns path, label, speaker[, fold]"
+            "to a CSV file with the columns path, label, speaker[, fold, "
+            "text]"
         )
     try:
         rows = _read_rows(data_folder)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise CorpusFolderError(
             f"corpus CSV file {data_folder} cannot be read ({error}); give "
-            "a UTF-8 CSV file with the columns path, label, speaker[, fold]"
+            "a UTF-8 CSV file with the columns path, label, speaker[, fold, "
+            "text]"
         ) from None
     if not rows:  # other problems (columns, paths) are build_manifest's
         raise CorpusFolderError(
             f"corpus CSV file {data_folder} lists no audio file; expected "
             "a header and one row per file with the columns path, label, "
-            "speaker[, fold]"
+            "speaker[, fold, text]"
         )
 
 
@@ -109,6 +114,8 @@ def build_manifest(csv_file, strict=False):
             }
             if (record.get("fold") or "").strip():
                 fields["fold"] = record["fold"].strip()
+            if "text" in reader.fieldnames:
+                fields["text"] = (record.get("text") or "").strip()
             builder.add(path, **fields)
     if strict and builder.problems:
         raise CorpusError(
@@ -146,10 +153,21 @@ def prepare_custom(
         ``random_speaker_dependent`` splits utterances at random instead.
     **split_options
         ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
-        ``speaker_normalization``, ``normalized_folder``: see
+        ``speaker_normalization``, ``normalized_folder``,
+        ``text_disjoint``: see
         :func:`sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
+    if split_options.get("text_disjoint") and not any(
+        "text" in row for row in rows
+    ):
+        # Without texts the guard would pass every fold unchanged: the
+        # user asked for something the CSV cannot give.
+        raise UserError(
+            f"text_disjoint: True needs a text column in {data_folder} (what "
+            "each file says; an empty cell is a text of its own); add one, "
+            "or set --text_disjoint=False"
+        )
     if all("fold" in row for row in rows):
         fold_of = {}
         for row in rows:
@@ -173,5 +191,11 @@ def prepare_custom(
         n_folds = min(n_folds, len(speakers))
         groups = [speakers[i::n_folds] for i in range(n_folds)]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, **split_options
+        rows,
+        save_folder,
+        fold,
+        protocol,
+        groups,
+        corpus=f"{NAME} ({data_folder})",
+        **split_options,
     )

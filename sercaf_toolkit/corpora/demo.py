@@ -228,6 +228,9 @@ def build_manifest(data_folder, utterances_per_emotion=10):
             label=emotion,
             speaker=f"{speaker}_{gender_letter}",
             gender=gender_letter.upper(),
+            # Each utterance draws its own syllables from its own seed: no
+            # two share a text ("" is unique for text-disjoint folds).
+            text="",
         )
     return builder.rows
 
@@ -263,7 +266,8 @@ def prepare_demo(
 
     **split_options
         ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
-        ``speaker_normalization``, ``normalized_folder``: see
+        ``speaker_normalization``, ``normalized_folder``,
+        ``text_disjoint``: see
         :func:`sercaf_toolkit.corpora.common.prepare_fold`.
 
     Returns
@@ -285,5 +289,6 @@ def prepare_demo(
         fold,
         "demo_speaker_pairs",
         pairs,
+        corpus=NAME,
         **split_options,
     )

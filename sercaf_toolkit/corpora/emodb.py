@@ -1,8 +1,10 @@
 """EmoDB (Berlin Database of Emotional Speech) preparation.
 
 Layout: ``<data_folder>/wav/03a01Fa.wav`` (some copies: ``wav_corpus/``).
-Characters 0-1 are the speaker, 2-4 the text, 5 the emotion letter, 6 the
-version; the label is only in the file name. 535 files, 10 speakers.
+Characters 0-1 are the speaker, 2-4 the text (the row's ``text``: a01, a02,
+a04, a05, a07, b01, b02, b03, b09, b10, each said by every speaker), 5 the
+emotion letter, 6 the version; the label is only in the file name. 535
+files, 10 speakers.
 Protocol: leave-one-speaker-out, 10 folds; validation on the next speaker.
 
 Authors
@@ -128,11 +130,11 @@ def prepare_emodb(
     16`` and validates on the next one.
 
     ``split_options`` (``validation``, ``speaker_normalization``,
-    ``normalized_folder``): see
+    ``normalized_folder``, ``text_disjoint``): see
     :func:`~sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[speaker] for speaker in SPEAKERS]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, **split_options
+        rows, save_folder, fold, protocol, groups, corpus=NAME, **split_options
     )

@@ -25,7 +25,8 @@ that unseen speakers are hard, the way they are in small acted corpora:
   =========  ========  ========  =====  =========  ==================
 
 - six "sentences" (fixed vowel sequences and accent patterns) shared by
-  all speakers and emotions;
+  all speakers and emotions (``s0`` .. ``s5`` in the file name, the rows'
+  ``text``);
 - unequal class counts (per speaker: 8 neutral, 6 angry, 5 happy, 5 sad,
   4 fear at the default size).
 
@@ -364,6 +365,9 @@ def build_manifest(data_folder, scale=1.0, seed=2024, n_speakers=N_SPEAKERS):
             speaker=speaker,
             gender=speaker[0].upper(),
             sentence=sentence,
+            # Every speaker says the six sentences: the text key of
+            # text-disjoint folds (common.prepare_fold).
+            text=sentence,
         )
     return builder.rows
 
@@ -402,7 +406,8 @@ def prepare_expressive(
     n_folds : int
         Number of speaker groups.
     **split_options
-        ``validation``, ``speaker_normalization``, ``normalized_folder`` of
+        ``validation``, ``speaker_normalization``, ``normalized_folder``,
+        ``text_disjoint`` of
         :func:`sercaf_toolkit.corpora.common.prepare_fold`; validation is
         ``"group"`` here (two speakers, as the learning benchmark measured)
         and the normalised audio goes to ``<data_folder>/speaker_normalized``
@@ -433,6 +438,6 @@ def prepare_expressive(
     )
     return prepare_fold(
         rows, save_folder, fold, "expressive_speaker_groups", groups,
-        valid=valid,
+        valid=valid, corpus=NAME,
         **split_options,
     )  # fmt: skip

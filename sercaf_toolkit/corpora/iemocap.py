@@ -15,6 +15,11 @@ leave-one-session-out (5 folds, validation on the next session's two
 speakers) and leave-one-speaker-out (10 folds, validation on the other
 speaker of the test session).
 
+Each row also says how the dialog was elicited (``elicitation``:
+``improvised`` or ``scripted``) and its ``text`` key (see
+:func:`text_and_elicitation`): every session performs the same scripts, so
+scripted utterances share their script's text across sessions.
+
 Authors
  * sercaf-toolkit developers 2026
 """
@@ -78,6 +83,43 @@ def speaker_of(utterance_id):
     return utterance_id[:5] + gender, gender
 
 
+def text_and_elicitation(utterance_id):
+    """The text key and the elicitation of an utterance, from its id.
+
+    Every session performs the same scripts (``Ses01F_script01_1``,
+    ``Ses04M_script01_1``, ...), so a scripted utterance's text key is its
+    script without the session: ``script01_1``. A letter after the part
+    number marks another take of the same script part (``Ses05M_script01_1b``)
+    and is dropped. Improvised dialogs have words of their own: their text
+    is ``""``, which means unique (shared with no other utterance, never
+    removed by text-disjoint folds).
+
+    Arguments
+    ---------
+    utterance_id : str
+        An IEMOCAP utterance id such as ``Ses01F_script01_1_F000``.
+
+    Returns
+    -------
+    text, elicitation : str
+        ``elicitation`` is ``"scripted"`` or ``"improvised"``.
+
+    Example
+    -------
+    >>> text_and_elicitation("Ses01F_script01_1_F000")
+    ('script01_1', 'scripted')
+    >>> text_and_elicitation("Ses05M_script01_1b_M025")
+    ('script01_1', 'scripted')
+    >>> text_and_elicitation("Ses03M_impro08a_F012")
+    ('', 'improvised')
+    """
+    # Between the session-and-dialog-letter token and the turn token.
+    dialog = utterance_id.split("_")[1:-1]
+    if dialog and dialog[0].startswith("script"):
+        return re.sub(r"(?<=\d)[a-z]+$", "", "_".join(dialog)), "scripted"
+    return "", "improvised"
+
+
 def read_labels(label_file, builder):
     """Utterance id -> emotion code of one EmoEvaluation file.
 
@@ -133,6 +175,7 @@ def build_manifest(data_folder, strict=False):
                     builder.skip(wav, "labelled but missing")
                     continue
                 speaker, gender = speaker_of(utterance_id)
+                text, elicitation = text_and_elicitation(utterance_id)
                 builder.add(
                     wav,
                     ID=utterance_id,
@@ -140,6 +183,8 @@ def build_manifest(data_folder, strict=False):
                     speaker=speaker,
                     gender=gender,
                     session=session,
+                    elicitation=elicitation,
+                    text=text,
                 )
     builder.check(
         EXPECTED_TOTAL,
@@ -182,9 +227,11 @@ def prepare_iemocap(
     protocol : str
         One of :data:`PROTOCOLS`, or ``random_speaker_dependent``.
     strict : bool
-        Make skipped files and unknown counts an error.    **split_options
+        Make skipped files and unknown counts an error.
+    **split_options
         ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
-        ``speaker_normalization``, ``normalized_folder``: see
+        ``speaker_normalization``, ``normalized_folder``,
+        ``text_disjoint``: see
         :func:`sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
@@ -194,9 +241,16 @@ def prepare_iemocap(
         # Validation: the other speaker of the test speaker's session.
         valid = [[speakers[i ^ 1]] for i in range(len(speakers))]
         return prepare_fold(
-            rows, save_folder, fold, protocol, groups, valid, **split_options
+            rows,
+            save_folder,
+            fold,
+            protocol,
+            groups,
+            valid,
+            corpus=NAME,
+            **split_options,
         )
     groups = [speakers[i : i + 2] for i in range(0, len(speakers), 2)]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, **split_options
+        rows, save_folder, fold, protocol, groups, corpus=NAME, **split_options
     )

@@ -4,10 +4,19 @@ Each corpus is prepared by its own module (its own layout, labels and
 speaker-independent folds) into ``<save_folder>/corpora/<name>/``; the
 manifests are then merged with the labels mapped to the shared vocabulary
 (each module's ``VOCABULARY``), utterances of other classes left out,
-and ids and speakers prefixed with the corpus name, so that speakers stay
-disjoint across corpora (and two corpora's ``03`` are two speakers). A
-``corpus`` column says where each utterance comes from; the recipe's test
-then reports figures per corpus.
+and ids, speakers and texts prefixed with the corpus name, so that
+speakers stay disjoint across corpora (and two corpora's ``03`` are two
+speakers) and texts of two corpora never match (EmoDB's and RAVDESS's
+texts are different words whatever their keys). A ``corpus`` column says
+where each utterance comes from; the recipe's test then reports figures
+per corpus.
+
+``text_disjoint`` is applied to the merged splits, not by each corpus's
+own preparation: the test is what this recipe tests (a held-out corpus's
+texts match no other corpus's, so leave-one-corpus-out removes nothing),
+and a corpus whose every training utterance says a test text trains with
+nothing (said in the log and ``split_info.json``); only a merged training
+(or validation) split left empty is an error.
 
 What is tested (``test_corpus``):
 
@@ -26,6 +35,7 @@ Authors
 
 import collections
 import json
+import logging
 import os
 
 from sercaf_toolkit.corpora import (
@@ -38,10 +48,17 @@ from sercaf_toolkit.corpora.common import (
     DEFAULT_VALIDATION,
     SHARED_EMOTIONS,
     audit_speaker_splits,
+    audit_text_splits,
+    check_text_guard,
+    remove_test_texts,
+    text_info,
+    text_of,
     uses_validation,
 )
 from sercaf_toolkit.data import manifest_fields, write_manifest
 from sercaf_toolkit.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 OWN_FOLDS = "own"
 EACH = "each"
@@ -172,6 +189,7 @@ def prepare_multi(
     test_corpus=None,
     labels=None,
     normalized_folder=None,
+    text_disjoint=False,
     **split_options,
 ):
     """Writes the merged manifests of one fold (see the module docstring).
@@ -194,6 +212,10 @@ def prepare_multi(
         out. Default: every shared name.
     normalized_folder : str, optional
         Speaker-normalised audio goes to ``<normalized_folder>/<name>``.
+    text_disjoint : bool
+        Leave out of the merged train and valid splits every utterance
+        whose (corpus-prefixed) text the merged test holds (see the module
+        docstring).
     **split_options
         ``validation``, ``speaker_normalization``: passed to every
         corpus's preparation.
@@ -240,6 +262,8 @@ def prepare_multi(
                     **row,
                     "ID": f"{name}_{row['ID']}",
                     "speaker": f"{name}_{row['speaker']}",
+                    # "" stays "": a text of its own in any corpus.
+                    "text": f"{name}_{text_of(row)}" if text_of(row) else "",
                     "corpus": name,
                 }
                 for row in kept
@@ -255,6 +279,29 @@ def prepare_multi(
         }
     validation = split_options.get("validation", DEFAULT_VALIDATION)
     validating = uses_validation(validation)
+    removed = {"train": 0, "valid": 0}
+    if text_disjoint:
+        splits, removed = remove_test_texts(splits)
+        for name, own in info["corpora"].items():
+            kept = {
+                split: sum(r["corpus"] == name for r in splits[split])
+                for split in SPLITS
+            }
+            own["text_disjoint_removed"] = {
+                split: own["counts"][split] - kept[split]
+                for split in ("train", "valid")
+            }
+            own["counts"] = kept
+            if own["text_disjoint_removed"]["train"] and not kept["train"]:
+                logger.warning(
+                    "%s fold %s: text_disjoint leaves it no training data "
+                    "(every training utterance says a test text); the "
+                    "other corpora train",
+                    name,
+                    fold,
+                )
+        check_text_guard(splits, removed, ", ".join(entries), fold, validating)
+        audit_text_splits(splits)
     audit_speaker_splits(splits, allow_empty=() if validating else ("valid",))
     everything = [row for split in SPLITS for row in splits[split]]
     fields = manifest_fields(everything)
@@ -269,6 +316,7 @@ def prepare_multi(
         len(splits["train"]) / (len(splits["train"]) + len(splits["valid"])),
         4,
     )
+    info.update(text_info(splits, text_disjoint, removed))
     with open(os.path.join(save_folder, "split_info.json"), "w") as out:
         json.dump(info, out, indent=2)
     return splits

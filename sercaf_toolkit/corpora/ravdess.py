@@ -2,7 +2,9 @@
 
 Layout: ``<data_folder>/Actor_01/03-01-06-01-02-01-01.wav``; the name's
 fields are modality, channel, emotion, intensity, statement, repetition
-and actor (odd: male, even: female). Only audio-only speech (``03-01-*``)
+and actor (odd: male, even: female); the statement (``01`` "Kids are
+talking by the door", ``02`` "Dogs are sitting by the door") is the row's
+``text``. Only audio-only speech (``03-01-*``)
 is kept: 1440 files at 48 kHz (resampled when read); song and the audio
 of audio-visual files are left out. Protocol: the 6 actor-disjoint folds
 of EmoBox; validation on the next fold's actors.
@@ -98,6 +100,9 @@ def build_manifest(data_folder, strict=False):
                 gender="M" if int(actor) % 2 else "F",
                 intensity=intensity,
                 statement=statement,
+                # The same two statements are said by every actor: the
+                # text key of text-disjoint folds (common.prepare_fold).
+                text=statement,
             )
     builder.check(EXPECTED_TOTAL, {"label": EXPECTED_PER_LABEL}, strict)
     return builder.rows
@@ -119,11 +124,11 @@ def prepare_ravdess(
     """Writes the manifest and the splits of one of the 6 actor folds.
 
     ``split_options`` (``validation``, ``speaker_normalization``,
-    ``normalized_folder``): see
+    ``normalized_folder``, ``text_disjoint``): see
     :func:`~sercaf_toolkit.corpora.common.prepare_fold`.
     """
     rows = build_manifest(data_folder, strict)
     groups = [[actor_name(a) for a in fold_actors] for fold_actors in FOLDS]
     return prepare_fold(
-        rows, save_folder, fold, protocol, groups, **split_options
+        rows, save_folder, fold, protocol, groups, corpus=NAME, **split_options
     )

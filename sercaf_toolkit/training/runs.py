@@ -560,6 +560,19 @@ def _alive(holder):
     return not (started and now and started != now)
 
 
+def _missing_folders(folder):
+    """The folders ``os.makedirs(folder)`` would create, outermost first."""
+    missing = []
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing[::-1]
+
+
 class RunLock:
     """``run.lock`` in a folder: one run (or ``sercaf cv``) at a time.
 
@@ -573,7 +586,10 @@ class RunLock:
     Arguments
     ---------
     folder : str
-        The folder to lock (created if needed).
+        The folder to lock (created if needed; the folders the lock
+        created are removed on release if they are still empty, so that a
+        run that stops before writing anything, e.g. on a user's mistake
+        found while preparing the data, leaves no trace).
     command : list of str, optional
         The command line, for the record.
     name : str
@@ -591,6 +607,10 @@ class RunLock:
     sercaf_toolkit.errors.UserError: ... is in use by another run (pid ...
     >>> os.listdir(folder)
     []
+    >>> with RunLock(os.path.join(folder, "results", "run")):
+    ...     pass
+    >>> os.listdir(folder)  # made by the lock, left empty: removed
+    []
     """
 
     def __init__(
@@ -606,9 +626,11 @@ class RunLock:
         self.name = name
         self.way_out = way_out
         self.held = False
+        self.made = []
 
     def acquire(self):
         """Takes the lock (see the class); returns ``self``."""
+        self.made = _missing_folders(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         mine = {
             "pid": os.getpid(),
@@ -680,6 +702,12 @@ class RunLock:
                 os.remove(self.path)
         except (OSError, ValueError):
             pass
+        for folder in reversed(self.made):  # the innermost first
+            try:
+                os.rmdir(folder)  # only if empty: nothing was written
+            except OSError:
+                break
+        self.made = []
 
     def __enter__(self):
         return self.acquire()
