@@ -1,13 +1,19 @@
 """Validation policies, refit, seeds and stale runs on the demo recipe."""
 
+import csv
 import json
 import pathlib
 
 import pytest
 import ruamel.yaml
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from sercaf_toolkit import cli
 from sercaf_toolkit.data import read_manifest
+from sercaf_toolkit.evaluation.compare import (
+    compare_experiments,
+    load_experiments,
+)
 from sercaf_toolkit.training.recipe import run_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -125,6 +131,46 @@ def test_cv_on_demo_two_files_two_seeds_and_stale_runs(
         )
     table = (root / "results.md").read_text()
     assert "(2 seeds)" in table and "| film |" in table
+    # sercaf compare on the real runs: the pair figures are those of the
+    # runs' predictions.csv, and a run against itself differs by nothing.
+    out = tmp_path / "comparison"
+    assert (
+        cli.main(
+            [
+                "compare",
+                str(root / "film"),
+                str(root / "caf"),
+                "--out",
+                str(out),
+                "--bootstrap=200",
+            ]
+        )
+        == 0
+    )
+    compared = json.loads((out / "comparison.json").read_text())
+    assert compared["pairs"] == [[1, 1], [2, 1], [1, 2], [2, 2]]
+    for (seed, fold), figures in zip(
+        compared["pairs"], compared["figures"]["cv/caf"]["runs"]
+    ):
+        with open(
+            root / "caf" / f"seed_{seed}" / f"fold_{fold}" / "predictions.csv"
+        ) as source:
+            rows = list(csv.DictReader(source))
+        true = [row["true_label"] for row in rows]
+        predicted = [row["predicted_label"] for row in rows]
+        assert figures["UA"] == pytest.approx(
+            balanced_accuracy_score(true, predicted)
+        )
+        assert figures["F1"] == pytest.approx(
+            f1_score(true, predicted, average="macro")
+        )
+    assert "p (speakers)" in capsys.readouterr().out
+    (caf,), (twin,) = (load_experiments([str(root / "caf")]) for _ in "ab")
+    twin.name = "twin"
+    same = compare_experiments([caf, twin], bootstrap=100)["comparisons"]
+    for entry in same["twin"].values():
+        assert entry["difference"] == 0 and entry["pairs"]["p"] == 1
+        assert entry["speakers"]["p"] == 1
     # The same command again: everything finished with these settings.
     assert cli.main([*base, "--number_of_epochs=1"]) == 0
     assert "8 already finished, 0 to run" in capsys.readouterr().out
