@@ -19,6 +19,7 @@ from sercaf_toolkit.corpora.demo import synthesize_utterance
 from sercaf_toolkit.deployment.inference import EmotionPredictor
 from sercaf_toolkit.evaluation import plots
 from sercaf_toolkit.evaluation.calibration import (
+    TEMPERATURE_BOUNDS,
     fit_temperature,
     reliability_bins,
     scaled_nll,
@@ -159,6 +160,18 @@ def test_fit_lowers_the_nll_of_the_rows_it_is_given_and_only_theirs():
     assert fit_temperature(log_probs, targets[valid]) == pytest.approx(
         temperature, rel=1e-4
     )
+
+
+def test_rows_all_right_give_no_temperature_to_fit():
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 1.0], [1.0, 1.0, 0.0]])
+    targets = torch.tensor([0, 1, 1])  # the last one tied: not wrong
+    # Their NLL falls without end as T -> 0: the lower bound would win.
+    assert scaled_nll(logits, targets, 0.05) < scaled_nll(logits, targets, 1)
+    assert fit_temperature(logits, targets) == 1.0
+    # One mistake gives the NLL a minimum above the bound.
+    wrong = torch.cat([logits, torch.tensor([[1.0, 0.0, 0.0]])])
+    temperature = fit_temperature(wrong, torch.tensor([0, 1, 1, 2]))
+    assert TEMPERATURE_BOUNDS[0] * 1.01 < temperature < 1
 
 
 def test_a_head_without_calibration_is_unchanged_bit_for_bit():

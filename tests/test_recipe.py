@@ -159,6 +159,8 @@ def test_calibration_is_fitted_on_validation_speakers_only(trained):
     assert block["fitted_on"] == "validation speakers"
     valid = read_manifest(output / "valid.csv")
     assert block["validation_utterances"] == len(valid) > 0
+    # Some wrong: a temperature is fitted, not kept at 1 for want of them.
+    assert block["validation_errors"] > 0 and temperature != 1.0
     assert block["valid_NLL"] <= block["valid_NLL_before"]
     # The top-level figures are those of the written probabilities.
     assert (block["ECE"], block["NLL"]) == (metrics["ECE"], metrics["NLL"])

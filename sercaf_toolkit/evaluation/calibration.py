@@ -240,6 +240,25 @@ def scaled_nll(logits, targets, temperature):
     )
 
 
+def misclassified(logits, targets):
+    """How many rows' true class does not have the largest logit.
+
+    A tie with another class counts as right: dividing by any ``T``
+    keeps the tie, so such a row cannot stop the NLL from falling as
+    ``T -> 0`` either (see :func:`fit_temperature`).
+
+    Example
+    -------
+    >>> misclassified(torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]]),
+    ...               torch.tensor([0, 1, 0]))
+    1
+    """
+    logits = torch.as_tensor(logits)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    true = logits.gather(1, targets[:, None])[:, 0]
+    return int((true < logits.max(dim=1).values).sum())
+
+
 def fit_temperature(logits, targets, bounds=TEMPERATURE_BOUNDS):
     """The temperature that minimises the NLL of ``logits / T``.
 
@@ -247,6 +266,12 @@ def fit_temperature(logits, targets, bounds=TEMPERATURE_BOUNDS):
     NLL of ``logits / T`` has a single minimum along it (it is convex in
     ``1 / T``), the search needs no step size or starting point, and its
     result depends only on the rows it is given.
+
+    When every row's largest logit is its true class's, the NLL falls
+    without end as ``T -> 0`` (each step sharpens only right answers):
+    the rows then hold no evidence for any temperature, and 1 is
+    returned rather than the lower bound, which would make the model's
+    next mistake on other data as confident as can be.
 
     Arguments
     ---------
@@ -277,6 +302,8 @@ def fit_temperature(logits, targets, bounds=TEMPERATURE_BOUNDS):
     >>> # The same model, three times as confident: T ~ 3 undoes it.
     >>> round(fit_temperature(3 * logits, targets), 1)
     3.0
+    >>> fit_temperature(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+    1.0
     """
     from scipy.optimize import minimize_scalar
 
@@ -284,6 +311,8 @@ def fit_temperature(logits, targets, bounds=TEMPERATURE_BOUNDS):
     targets = torch.as_tensor(targets, dtype=torch.long)
     if not len(targets):
         raise ValueError("fit_temperature needs at least one row")
+    if not misclassified(logits, targets):
+        return 1.0
     low, high = (math.log(b) for b in bounds)
     result = minimize_scalar(
         lambda log_t: scaled_nll(logits, targets, math.exp(log_t)),

@@ -16,6 +16,7 @@ from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.evaluation.calibration import (
     calibration_figures,
     fit_temperature,
+    misclassified,
     scaled_nll,
 )
 from sercaf_toolkit.evaluation.metrics import EmotionMetrics
@@ -225,6 +226,8 @@ class SERBrain(sb.Brain):
             "temperature": temperature,
             "fitted_on": "validation speakers",
             "validation_utterances": len(targets),
+            # None wrong: no temperature can be fitted, and T stays 1.
+            "validation_errors": misclassified(log_probs, targets),
             "valid_NLL_before": scaled_nll(log_probs, targets, 1.0),
             "valid_NLL": scaled_nll(log_probs, targets, temperature),
         }

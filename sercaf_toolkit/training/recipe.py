@@ -540,10 +540,11 @@ def _train_test_export(
         )
         fit = getattr(brain, "calibration", None)
         if fit is not None:
+            kept = "" if fit["validation_errors"] else ", none wrong: kept"
             print(
                 f"  calibrated: temperature {fit['temperature']:.3f} "
                 f"(fitted on {fit['validation_utterances']} validation "
-                f"utterances); test ECE {fit['ECE_before']:.3f} -> "
+                f"utterances{kept}); test ECE {fit['ECE_before']:.3f} -> "
                 f"{fit['ECE']:.3f}, NLL {fit['NLL_before']:.3f} -> "
                 f"{fit['NLL']:.3f}"
             )
