@@ -540,7 +540,9 @@ def _train_test_export(
         )
         fit = getattr(brain, "calibration", None)
         if fit is not None:
-            kept = "" if fit["validation_errors"] else ", none wrong: kept"
+            kept = (
+                "" if fit["validation_errors"] else ", none wrong: T kept at 1"
+            )
             print(
                 f"  calibrated: temperature {fit['temperature']:.3f} "
                 f"(fitted on {fit['validation_utterances']} validation "
