@@ -650,8 +650,8 @@ def _evaluate_parser(subparsers):
             "one of its folds, with the corpus's labels mapped to the shared "
             "emotion vocabulary; files whose label is not one of the "
             "model's classes are left out and counted. Writes "
-            "test_metrics.json, predictions.csv and confusion_matrix.png "
-            "as a recipe's test does."
+            "test_metrics.json, predictions.csv, confusion_matrix.png and "
+            "reliability_diagram.png as a recipe's test does."
         ),
     )
     parser.add_argument(

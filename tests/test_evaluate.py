@@ -10,6 +10,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    log_loss,
 )
 
 from sercaf_toolkit import cli
@@ -103,6 +104,18 @@ def test_evaluate_uses_the_mapped_files_and_sklearn_metrics(
         confusion_matrix(truth, guess, labels=DEMO_LABELS).tolist()
     )
     assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    # Calibration figures of the written probabilities, as a recipe's test.
+    probabilities = [
+        [float(p[f"prob_{c}"]) / sum(float(p[f"prob_{k}"]) for k in DEMO_LABELS)
+         for c in DEMO_LABELS]
+        for p in predictions
+    ]  # fmt: skip
+    targets = [DEMO_LABELS.index(label) for label in truth]
+    assert metrics["NLL"] == pytest.approx(
+        log_loss(targets, probabilities, labels=range(4)), abs=1e-4
+    )
+    assert 0 <= metrics["ECE"] <= 1
+    assert (out / "reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_one_fold_tests_its_speakers_only(

@@ -45,8 +45,12 @@ def demo_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(demo_data, tmp_path_factory):
+    """A 6-epoch demo run, calibrated (a temperature changes no label, so
+    the other tests hold as they would without)."""
     output = tmp_path_factory.mktemp("demo_run") / "fold1"
-    result = run_recipe(demo_argv(demo_data, output, "--number_of_epochs=6"))
+    result = run_recipe(
+        demo_argv(demo_data, output, "--number_of_epochs=6", "--calibrate=True")
+    )
     return result
 
 
@@ -139,6 +143,68 @@ def test_export_loads_offline_with_encoder_classifier(
         assert got == pytest.approx(ref, abs=1e-4)
     _, _, _, file_labels = classifier.classify_file(rows[0]["wav"])
     assert file_labels[0] == expected[rows[0]["ID"]]["predicted_label"]
+
+
+def test_calibration_is_fitted_on_validation_speakers_only(trained):
+    from sklearn.metrics import log_loss
+
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.evaluation.calibration import fit_temperature
+    from tests.test_calibration import direct_ece, read_predictions
+
+    output = pathlib.Path(trained.output_folder)
+    metrics = trained.metrics
+    block = metrics["calibration"]
+    temperature = block["temperature"]
+    assert block["fitted_on"] == "validation speakers"
+    valid = read_manifest(output / "valid.csv")
+    assert block["validation_utterances"] == len(valid) > 0
+    # Some wrong: a temperature is fitted, not kept at 1 for want of them.
+    assert block["validation_errors"] > 0 and temperature != 1.0
+    assert block["valid_NLL"] <= block["valid_NLL_before"]
+    # The top-level figures are those of the written probabilities.
+    assert (block["ECE"], block["NLL"]) == (metrics["ECE"], metrics["NLL"])
+    probabilities, targets = read_predictions(output)
+    assert metrics["ECE"] == pytest.approx(
+        direct_ece(probabilities, targets), abs=1e-5
+    )
+    normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
+    assert metrics["NLL"] == pytest.approx(
+        log_loss(targets, normalised, labels=range(4)), abs=1e-4
+    )
+    assert (output / "reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    exported = torch.load(
+        pathlib.Path(trained.inference_folder) / "embedding_model.ckpt"
+    )
+    assert float(exported["classifier.temperature"]) == pytest.approx(
+        temperature
+    )
+
+    # The temperature is the validation speakers' fit: fitted again on the
+    # exported model's validation logits, the same; the test speakers' own
+    # would differ (and their rows give ECE_before/NLL_before).
+    predictor = EmotionPredictor(trained.inference_folder)
+    labels = predictor.labels
+
+    def logits_and_targets(rows):
+        waves = [read_audio(row["wav"]) for row in rows]
+        # log of calibrated probabilities, times T: the logits, up to a
+        # shift per row.
+        logits = predictor.probabilities(waves).log() * temperature
+        return logits, torch.tensor([labels.index(r["label"]) for r in rows])
+
+    assert fit_temperature(*logits_and_targets(valid)) == pytest.approx(
+        temperature, rel=1e-2
+    )
+    test_rows = read_manifest(output / "test.csv")
+    test_logits, test_targets = logits_and_targets(test_rows)
+    assert fit_temperature(test_logits, test_targets) != pytest.approx(
+        temperature, rel=1e-2
+    )
+    before = torch.softmax(test_logits, dim=-1).numpy()
+    assert block["NLL_before"] == pytest.approx(
+        log_loss(test_targets.numpy(), before, labels=range(4)), abs=1e-3
+    )
 
 
 class Interrupted(Exception):

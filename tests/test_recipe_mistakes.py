@@ -159,6 +159,18 @@ CASES = {
         ["hparams/caf.yaml", "--streams=duel"],
         ["streams", "'duel'", "dual, logmel", "did you mean dual?"],
     ),
+    # A temperature is fitted on validation speakers the model did not
+    # train on.
+    "calibration without validation speakers": (
+        "Demo",
+        ["hparams/caf.yaml", "--validation=none", "--calibrate=True"],
+        ["calibrate: True", "validation: none", "--validation=speaker"],
+    ),
+    "calibration of a refit model": (
+        "Demo",
+        ["hparams/caf.yaml", "--refit=True", "--calibrate=True"],
+        ["calibrate: True", "refit: True"],
+    ),
     "misspelt validation policy": (
         "Demo",
         ["hparams/caf.yaml", "--validation=grop"],

@@ -10,7 +10,10 @@ labels are mapped by its module's ``VOCABULARY``, and only the files whose
 mapped label is one of the model's classes are used. The outputs are
 those of a recipe's test
 (:func:`~sercaf_toolkit.evaluation.results.write_test_outputs`):
-``test_metrics.json``, ``predictions.csv`` and ``confusion_matrix.png``.
+``test_metrics.json`` (with the calibration figures ``ECE`` and ``NLL``
+of the model's probabilities, calibrated if the model was),
+``predictions.csv``, ``confusion_matrix.png`` and
+``reliability_diagram.png``.
 
 Authors
  * sercaf-toolkit developers 2026

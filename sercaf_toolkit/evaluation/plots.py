@@ -1,4 +1,5 @@
-"""Pictures: training curves, confusion matrices, timelines, attention maps.
+"""Pictures: training curves, confusion matrices, reliability diagrams,
+timelines, attention maps.
 
 All functions write a PNG with matplotlib's non-interactive backend and
 return its path.
@@ -159,6 +160,98 @@ def plot_confusion_matrix(confusion, labels, path, title=""):
         image, ax=axis, label="fraction of true class (count below)"
     )
     axis.set_title(title)
+    return _save(figure, path)
+
+
+def plot_reliability_diagram(bins, path, title="test"):
+    """Accuracy against confidence per bin, with the gap to the diagonal.
+
+    The upper panel shows each bin's accuracy (bars) and the gap to its
+    mean confidence (hatched, from the bar's top to the confidence); a
+    calibrated model's bars reach the dashed diagonal. The lower panel
+    shows how many predictions each bin holds, so that a large gap in a
+    nearly empty bin is read as the noise it is.
+
+    Arguments
+    ---------
+    bins : dict
+        ``edges``, ``count``, ``accuracy``, ``confidence`` and ``ECE``, as
+        :func:`~sercaf_toolkit.evaluation.calibration.reliability_bins`
+        gives them.
+    path : str
+        The PNG to write.
+    title : str
+        Title of the picture (the ECE is added to it).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from sercaf_toolkit.evaluation.calibration import reliability_bins
+    >>> bins = reliability_bins([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]],
+    ...                         [0, 1, 1])
+    >>> out = plot_reliability_diagram(bins, tempfile.mktemp(suffix=".png"))
+    >>> open(out, "rb").read(4)
+    b'\\x89PNG'
+    """
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    edges = np.asarray(bins["edges"], dtype=float)
+    width = np.diff(edges)
+    filled = [i for i, count in enumerate(bins["count"]) if count]
+    accuracy = np.array([bins["accuracy"][i] for i in filled], dtype=float)
+    confidence = np.array([bins["confidence"][i] for i in filled], dtype=float)
+    plt = _pyplot()
+    figure, (axis, counts) = plt.subplots(
+        2,
+        1,
+        figsize=(4.6, 5.2),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]},
+    )
+    axis.plot([0, 1], [0, 1], "--", color="0.45", label="calibrated")
+    axis.bar(
+        edges[filled],
+        accuracy,
+        width=width[filled],
+        align="edge",
+        color="tab:blue",
+        edgecolor="black",
+        linewidth=0.6,
+        label="accuracy",
+    )
+    axis.bar(
+        edges[filled],
+        confidence - accuracy,
+        bottom=accuracy,
+        width=width[filled],
+        align="edge",
+        # Hatched only: over an accuracy bar (an under-confident bin) the
+        # gap stays readable instead of mixing into another colour.
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        linewidth=0.8,
+        label="gap to mean confidence",
+    )
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.legend(fontsize=8, loc="upper left")
+    ece = bins["ECE"]
+    axis.set_title(f"{title}, ECE {ece:.3f}" if ece is not None else title)
+    counts.bar(
+        edges[:-1],
+        bins["count"],
+        width=width,
+        align="edge",
+        color="0.6",
+        edgecolor="black",
+        linewidth=0.6,
+    )
+    counts.set_xlabel("confidence (largest probability)")
+    counts.set_ylabel("predictions")
+    counts.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(figure, path)
 
 

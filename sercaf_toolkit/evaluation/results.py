@@ -23,9 +23,11 @@ import statistics
 import torch
 
 from sercaf_toolkit.data import read_manifest
+from sercaf_toolkit.evaluation import calibration
 from sercaf_toolkit.evaluation.metrics import EmotionMetrics
 from sercaf_toolkit.evaluation.plots import (
     plot_confusion_matrix,
+    plot_reliability_diagram,
     plot_training_curves,
 )
 
@@ -547,7 +549,11 @@ def breakdowns(labels, rows, predicted, groups_of):
 def write_test_outputs(
     folder, labels, rows, extra=None, corpus_of=None, groups_of=None
 ):
-    """Writes ``test_metrics.json``, ``predictions.csv`` and the confusion PNG.
+    """Writes ``test_metrics.json``, ``predictions.csv`` and two PNGs.
+
+    The figures include the calibration of the probabilities (``ECE``,
+    ``NLL``: :mod:`sercaf_toolkit.evaluation.calibration`); the pictures
+    are the confusion matrix and the reliability diagram.
 
     What a recipe's test and ``sercaf evaluate`` both write, the same way.
 
@@ -596,6 +602,7 @@ def write_test_outputs(
         "metrics": os.path.join(folder, "test_metrics.json"),
         "predictions": os.path.join(folder, "predictions.csv"),
         "confusion matrix": os.path.join(folder, "confusion_matrix.png"),
+        "reliability diagram": os.path.join(folder, "reliability_diagram.png"),
     }
     rows = sorted(rows)
     predicted = [max(range(len(p)), key=p.__getitem__) for _, _, p in rows]
@@ -617,6 +624,7 @@ def write_test_outputs(
     summary = summarize()
     metrics = {
         **_test_metrics(summary),
+        **calibration.calibration_figures(rows),  # ECE, NLL
         "labels": list(labels),
         "confusion_matrix": summary["confusion_matrix"],
     }
@@ -643,6 +651,10 @@ def write_test_outputs(
         labels,
         paths["confusion matrix"],
         title=f"test, UA {summary['UA']:.3f}",
+    )
+    plot_reliability_diagram(
+        calibration.reliability_bins(*calibration.rows_arrays(rows)),
+        paths["reliability diagram"],
     )
     with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
@@ -694,6 +706,7 @@ def write_run_outputs(folder, brain, test_csv):
                 brain, "selected_on", f"best valid {brain.selection_key}"
             ),
             "selected_epoch": brain.test_selected_epoch,
+            **calibration.block_of(brain),
         },
         corpus_of=corpus_of,
         groups_of=groups_of,

@@ -27,10 +27,17 @@ class PassThrough(torch.nn.Module):
 
 
 class EmotionHead(torch.nn.Module):
-    """Classifier head: dropout, linear layer, log-softmax.
+    """Classifier head: dropout, linear layer, temperature, log-softmax.
 
     Usable as the ``classifier`` of SpeechBrain's ``EncoderClassifier``,
     whose ``classify_batch`` takes the maximum of these log-probabilities.
+
+    The logits are divided by ``temperature`` (a buffer, 1 unless the model
+    was calibrated, see :mod:`sercaf_toolkit.evaluation.calibration`)
+    before the log-softmax: the temperature is saved with the weights, so
+    ``EncoderClassifier``, ``sercaf predict`` and the ONNX export all give
+    the calibrated probabilities. Dividing by 1 changes no bit, and a state
+    dict saved before the buffer existed loads with a temperature of 1.
 
     Arguments
     ---------
@@ -48,6 +55,15 @@ class EmotionHead(torch.nn.Module):
     >>> total = log_probs.exp().sum(dim=-1)
     >>> log_probs.shape, torch.allclose(total, torch.ones(3))
     (torch.Size([3, 4]), True)
+    >>> embeddings = torch.randn(1, 8)
+    >>> head.set_temperature(2.0)
+    >>> softer = head(embeddings)
+    >>> head.set_temperature(1.0)
+    >>> torch.allclose(softer, torch.log_softmax(head(embeddings) / 2, -1))
+    True
+    >>> old = {k: v for k, v in head.state_dict().items() if k != "temperature"}
+    >>> head.load_state_dict(old)  # saved before temperatures existed
+    <All keys matched successfully>
     """
 
     def __init__(self, input_size, n_classes, dropout=0.0):
@@ -55,10 +71,30 @@ class EmotionHead(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
         self.linear = torch.nn.Linear(input_size, n_classes)
         self.n_classes = n_classes
+        self.register_buffer("temperature", torch.ones(()))
+        self.register_load_state_dict_pre_hook(_temperature_defaults_to_one)
 
     def forward(self, embeddings):
         """Maps ``[B, input_size]`` embeddings to ``[B, classes]`` log-probs."""
-        return torch.log_softmax(self.linear(self.dropout(embeddings)), dim=-1)
+        logits = self.linear(self.dropout(embeddings))
+        return torch.log_softmax(logits / self.temperature, dim=-1)
+
+    def set_temperature(self, value):
+        """Divides the logits by ``value`` (> 0) from now on."""
+        if not value > 0:
+            raise ValueError(f"a temperature must be > 0, got {value}")
+        self.temperature.fill_(float(value))
+
+
+def _temperature_defaults_to_one(module, state_dict, prefix, *args):
+    """Lets a state dict saved before heads had a temperature load.
+
+    Models exported (and checkpoints written) before calibration existed
+    hold no ``temperature``: they were uncalibrated, i.e. temperature 1.
+    Filled in here, strict loading (checkpoint recovery) accepts them and
+    SpeechBrain's non-strict loading warns about no missing key.
+    """
+    state_dict.setdefault(prefix + "temperature", torch.ones(()))
 
 
 class DualStreamModel(torch.nn.Module):

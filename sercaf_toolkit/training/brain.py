@@ -12,6 +12,13 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from sercaf_toolkit.errors import UserError
+from sercaf_toolkit.evaluation.calibration import (
+    calibration_figures,
+    fit_temperature,
+    misclassified,
+    scaled_nll,
+)
 from sercaf_toolkit.evaluation.metrics import EmotionMetrics
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.stream import pretrained_streams
@@ -39,6 +46,11 @@ class SERBrain(sb.Brain):
     ``test_rows`` the ``(id, target index, probabilities)`` of every test
     utterance and ``test_selected_epoch`` the epoch of the checkpoint used.
 
+    :meth:`calibrate` (before :meth:`evaluate`) fits the head's temperature
+    on the validation set; the test then gives calibrated probabilities,
+    ``test_rows_uncalibrated`` those of temperature 1, and ``calibration``
+    the temperature and the figures before and after.
+
     Batches carry ``id``, ``sig`` (padded waveforms and relative lengths)
     and ``label_encoded``.
     """
@@ -54,6 +66,10 @@ class SERBrain(sb.Brain):
         labels = self.hparams.label_encoder
         self.label_names = [labels.ind2lab[i] for i in range(len(labels))]
         self.selection_key = getattr(self.hparams, "selection_key", "UA")
+        # Set by calibrate(): the checkpoint loaded for testing has
+        # temperature 1, and on_evaluate_start applies this one.
+        self.temperature = None
+        self.calibration = None
         self.ssl_warmup_steps = getattr(self.hparams, "ssl_warmup_steps", 0)
         # Train metrics survive an intra-epoch checkpoint and resume.
         self.train_metrics = EmotionMetrics(self.label_names)
@@ -99,6 +115,16 @@ class SERBrain(sb.Brain):
                 batch.id, targets.cpu().tolist(), probabilities.tolist()
             ):
                 self.test_rows.append((utt_id, target, probs))
+            if self.temperature is not None:
+                # The predictions are log_softmax(z / T) = z / T - c per
+                # row: times T, a shift of the logits z, whose softmax is
+                # the uncalibrated model's (no second forward pass).
+                scaled = predictions.detach().float() * self.temperature
+                before = torch.softmax(scaled, dim=-1).cpu()
+                for utt_id, target, probs in zip(
+                    batch.id, targets.cpu().tolist(), before.tolist()
+                ):
+                    self.test_rows_uncalibrated.append((utt_id, target, probs))
         return loss
 
     # Stages ---------------------------------------------------------------
@@ -119,9 +145,93 @@ class SERBrain(sb.Brain):
         super().on_fit_start()
 
     def on_evaluate_start(self, max_key=None, min_key=None):
-        """Loads the best checkpoint (see ``selection_key``)."""
+        """Loads the best checkpoint (see ``selection_key``).
+
+        After :meth:`calibrate`, the fitted temperature replaces the
+        checkpoint's (1: checkpoints are written while training).
+        """
         self._set_class_weights()
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        if self.temperature is not None:
+            self._head().set_temperature(self.temperature)
+
+    # Calibration ----------------------------------------------------------
+
+    def _head(self):
+        """The model's classifier head, through the training wrappers."""
+        model = self.modules.model
+        model = getattr(model, "module", model)  # DistributedDataParallel
+        model = getattr(model, "model", model)  # LogProbabilities
+        head = model.classifier
+        if not hasattr(head, "set_temperature"):
+            raise UserError(
+                f"calibrate: True needs a classifier head with a "
+                f"temperature; {type(head).__name__} has none (use "
+                "sercaf_toolkit.lobes.EmotionHead, or give yours a "
+                "set_temperature method)"
+            )
+        return head
+
+    @torch.no_grad()
+    def calibrate(self, valid_set, max_key=None, loader_kwargs=None):
+        """Fits the temperature of the model to test on the validation set.
+
+        The checkpoint that :meth:`evaluate` will test (``max_key``) is
+        loaded with temperature 1, its validation predictions are
+        collected, and the temperature that minimises their NLL
+        (:func:`~sercaf_toolkit.evaluation.calibration.fit_temperature`) is
+        kept for :meth:`evaluate` and the export. Only ``valid_set`` is
+        seen: the test speakers play no part.
+
+        Arguments
+        ---------
+        valid_set : Dataset
+            The validation data (its speakers are not tested on).
+        max_key : str, optional
+            As for :meth:`evaluate`: which checkpoint is calibrated.
+        loader_kwargs : dict, optional
+            Passed to ``make_dataloader``.
+
+        Returns
+        -------
+        float
+            The temperature.
+        """
+        loader = self.make_dataloader(
+            valid_set,
+            sb.Stage.VALID,
+            **{**(loader_kwargs or {}), "ckpt_prefix": None},
+        )
+        self.temperature = None  # the checkpoint as trained: T = 1
+        self.on_evaluate_start(max_key=max_key)
+        head = self._head()
+        head.set_temperature(1.0)
+        self.modules.eval()
+        log_probs, targets = [], []
+        for batch in loader:
+            with self.evaluation_ctx:
+                out = self.compute_forward(batch, sb.Stage.VALID)
+            log_probs.append(out.detach().float().cpu())
+            targets.append(batch.label_encoded[0].reshape(-1).cpu())
+        if not log_probs:
+            raise UserError(
+                "calibrate: True needs validation utterances, and the "
+                "validation set is empty; use --validation=speaker or group"
+            )
+        log_probs, targets = torch.cat(log_probs), torch.cat(targets)
+        temperature = fit_temperature(log_probs, targets)
+        self.temperature = temperature
+        head.set_temperature(temperature)
+        self.calibration = {
+            "temperature": temperature,
+            "fitted_on": "validation speakers",
+            "validation_utterances": len(targets),
+            # None wrong: no temperature can be fitted, and T stays 1.
+            "validation_errors": misclassified(log_probs, targets),
+            "valid_NLL_before": scaled_nll(log_probs, targets, 1.0),
+            "valid_NLL": scaled_nll(log_probs, targets, temperature),
+        }
+        return temperature
 
     def _set_class_weights(self):
         weights = getattr(self.hparams, "class_weights", None)
@@ -150,6 +260,7 @@ class SERBrain(sb.Brain):
         else:
             self.metrics = EmotionMetrics(self.label_names)
         self.test_rows = []
+        self.test_rows_uncalibrated = []
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs WA/UA/F1 and loss, anneals, checkpoints, keeps test results."""
@@ -190,6 +301,19 @@ class SERBrain(sb.Brain):
             # The runner writes the test files and pictures from these.
             self.test_summary = summary
             self.test_selected_epoch = self.hparams.epoch_counter.current
+            if self.calibration is not None:
+                # Sorted as write_test_outputs sorts them: the same sums,
+                # so the block's ECE and NLL equal the top-level ones.
+                before = calibration_figures(
+                    sorted(self.test_rows_uncalibrated)
+                )
+                after = calibration_figures(sorted(self.test_rows))
+                self.calibration.update(
+                    ECE_before=before["ECE"],
+                    ECE=after["ECE"],
+                    NLL_before=before["NLL"],
+                    NLL=after["NLL"],
+                )
 
     def _end_epoch_without_validation(self, epoch, stats, logger):
         if logger is not None:

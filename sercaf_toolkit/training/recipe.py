@@ -99,7 +99,7 @@ RECIPE_KEYS = frozenset(
         # SERBrain
         "class_weights", "selection_key", "ssl_warmup_steps", "train_logger",
         "lr_annealing", "lr_annealing_ssl", "compile_streams",
-        "validation", "refit",
+        "validation", "refit", "calibrate",
         # SpeechBrain run options taken from the YAML
         "precision", "skip_nonfinite_grads", "nonfinite_patience",
         "find_unused_parameters", "ckpt_interval_minutes",
@@ -267,9 +267,49 @@ def load_recipe(argv, script_dir=None):
             "refit: True retrains for the epoch count that validation "
             "chose; use --validation=speaker or group with it"
         )
+    check_calibration(tree, validation)
     # Only the picked blocks: a run without an SSL stream checks no SSL model.
     check_blocks(tree)
     return hparams_file, run_opts, overrides, composed, tree
+
+
+def check_calibration(tree, validation):
+    """Refuses ``calibrate: True`` where no held-out speakers are left.
+
+    The temperature is fitted on the validation speakers' predictions:
+    ``validation: none`` has none, and with ``refit: True`` the tested
+    model has trained on them (its temperature would be fitted on its own
+    training data, and come out too low).
+
+    Raises
+    ------
+    UserError
+        One line naming the conflict and the fix.
+
+    Example
+    -------
+    >>> check_calibration({"calibrate": True}, "speaker")
+    >>> check_calibration({"calibrate": True}, "none")
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: calibrate: True fits the temperature \
+on the validation speakers, and validation: none has none; use \
+--validation=speaker or group with it
+    """
+    if not tree.get("calibrate"):
+        return
+    if not uses_validation(validation):
+        raise UserError(
+            "calibrate: True fits the temperature on the validation "
+            f"speakers, and validation: {validation} has none; use "
+            "--validation=speaker or group with it"
+        )
+    if tree.get("refit"):
+        raise UserError(
+            "calibrate: True fits the temperature on the validation "
+            "speakers, and refit: True trains the tested model on them; "
+            "use one of the two"
+        )
 
 
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):
@@ -458,6 +498,18 @@ def _train_test_export(
         )
     elif not validating:
         brain.selected_on = "last epoch (no validation)"
+    if hparams.get("calibrate"):
+        # After model selection, before the test: the temperature is fitted
+        # on the validation speakers only (load_recipe made sure there are
+        # some and that the tested model did not train on them).
+        progress["phase"] = "while calibrating"
+        brain.calibrate(
+            datasets["valid"],
+            max_key=brain.selection_key,
+            loader_kwargs=loader_kwargs(
+                hparams, "valid_dataloader_opts", datasets["valid"], False
+            ),
+        )
     progress["phase"] = "while testing"
     brain.evaluate(
         datasets["test"],
@@ -486,6 +538,18 @@ def _train_test_export(
             + getattr(brain, "selected_on", f"best valid {brain.selection_key}")
             + ")"
         )
+        fit = getattr(brain, "calibration", None)
+        if fit is not None:
+            kept = (
+                "" if fit["validation_errors"] else ", none wrong: T kept at 1"
+            )
+            print(
+                f"  calibrated: temperature {fit['temperature']:.3f} "
+                f"(fitted on {fit['validation_utterances']} validation "
+                f"utterances{kept}); test ECE {fit['ECE_before']:.3f} -> "
+                f"{fit['ECE']:.3f}, NLL {fit['NLL_before']:.3f} -> "
+                f"{fit['NLL']:.3f}"
+            )
         with open(written["metrics"], encoding="utf-8") as source:
             per_corpus = json.load(source).get("per_corpus", {})
         for corpus, figures in per_corpus.items():

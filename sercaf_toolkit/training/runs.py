@@ -105,6 +105,12 @@ RESULT_RUN_OPTIONS = (
     "debug", "debug_batches", "debug_epochs",
 )  # fmt: skip
 
+# Keys added to the recipes after runs were recorded, with the value that
+# reproduces what those runs did: a record without the key is compared as
+# if it held that value (a run recorded before calibration existed was
+# not calibrated nor text-disjoint, and asked again it is the same run).
+LATER_KEYS = {"calibrate": "False", "text_disjoint": "False"}
+
 DATA_KEY = "data"
 LOCK_NAME = "run.lock"
 RERUN_FLAG = "--rerun"
@@ -343,7 +349,10 @@ def run_difference(folder, identity, data=None):
     info = read_run_info(folder)
     if not info or info.get("identity") is None:
         return None  # no run, or one recorded before identities existed
-    earlier = info["identity"]
+    earlier = {
+        **{k: v for k, v in LATER_KEYS.items() if k in identity},
+        **info["identity"],
+    }
     if info.get("identity_version") != IDENTITY_VERSION:
         common = set(earlier) & set(identity)  # an older, smaller record
         earlier = {k: earlier[k] for k in common}
