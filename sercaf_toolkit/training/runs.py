@@ -107,8 +107,8 @@ RESULT_RUN_OPTIONS = (
 
 # Keys added to the recipes after runs were recorded, with the value that
 # reproduces what those runs did: a record without the key is compared as
-# if it held that value (a run recorded before calibration existed was
-# not calibrated nor text-disjoint, and asked again it is the same run).
+# if it held that value (a run recorded before these keys existed was
+# neither calibrated nor text-disjoint: asked again, it is the same run).
 LATER_KEYS = {"calibrate": "False", "text_disjoint": "False"}
 
 DATA_KEY = "data"
