@@ -336,3 +336,47 @@ def test_table_marks_equal_experiments_as_not_different(tmp_path, capsys):
     best = [cell for cell in cells if cell.startswith("**")]
     same = [cell for cell in cells if cell.endswith("≈")]
     assert len(best) == 1 and len(same) == 1
+
+
+def test_iemocap_runs_are_broken_down_by_improvised_and_scripted(tmp_path):
+    """The elicitation of each IEMOCAP test utterance reaches
+    predictions.csv and test_metrics.json, figures as scikit-learn's."""
+    from types import SimpleNamespace
+
+    from sercaf_toolkit.corpora.iemocap import prepare_iemocap
+    from sercaf_toolkit.data import read_manifest
+    from sercaf_toolkit.evaluation.results import write_run_outputs
+    from tests.mock_corpora import make_iemocap
+
+    make_iemocap(str(tmp_path / "IEMOCAP"))
+    prepare_iemocap(str(tmp_path / "IEMOCAP"), str(tmp_path), fold=2)
+    test = read_manifest(tmp_path / "test.csv")
+    labels = sorted({row["label"] for row in test})
+    rng = np.random.default_rng(0)
+    brain = SimpleNamespace(
+        label_names=labels,
+        test_rows=[
+            (
+                row["ID"],
+                labels.index(row["label"]),
+                probabilities(labels.index(row["label"]), 0.6, rng),
+            )
+            for row in test
+        ],
+        selection_key="UA",
+        test_selected_epoch=1,
+    )
+    write_run_outputs(str(tmp_path / "run"), brain, str(tmp_path / "test.csv"))
+    metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    rows = read_predictions(tmp_path / "run")
+    assert {row["elicitation"] for row in rows} == {"improvised", "scripted"}
+    for style, figures in metrics["per_elicitation"].items():
+        mine = [row for row in rows if row["elicitation"] == style]
+        assert figures["n"] == len(mine)
+        assert figures["UA"] == pytest.approx(
+            balanced_accuracy_score(
+                [r["true_label"] for r in mine],
+                [r["predicted_label"] for r in mine],
+            )
+        )
+    assert set(metrics["per_speaker"]) == {"Ses02F", "Ses02M"}

@@ -108,9 +108,13 @@ def test_one_emodb_fold_end_to_end(tiny_ssl_source, tmp_path):
     predictions = read_manifest(output / "predictions.csv")
     assert len(predictions) == 14
     assert set(predictions[0]) == {
-        "id", "true_label", "predicted_label",
+        "id", "true_label", "predicted_label", "speaker", "gender",
         *(f"prob_{label}" for label in metrics["labels"]),
     }  # fmt: skip
+    # The test speaker's own figures: EmoDB fold 3 tests speaker 09 alone.
+    assert metrics["per_speaker"]["09"]["UA"] == pytest.approx(metrics["UA"])
+    assert metrics["worst_speaker"]["speaker"] == "09"
+    assert set(metrics["per_gender"]) == {row["gender"] for row in predictions}
     assert (output / "inference" / "hyperparams.yaml").exists()
     info = json.loads((output / "run_info.json").read_text())
     assert info["streams"] == ["hubert", "DPCNN"]
