@@ -3,6 +3,7 @@
 import collections
 import itertools
 import json
+import os
 import sys
 
 import pytest
@@ -297,3 +298,29 @@ def test_speaker_normalization_is_an_option_of_every_corpus(tmp_path):
         casia.prepare_casia(
             str(root), str(tmp_path / "x"), 1, speaker_normalization=True
         )
+
+
+def test_demo_files_written_twice_at_once_keep_the_first_copy(
+    tmp_path, monkeypatch
+):
+    """Two runs generating the demo corpus at once (sercaf cv's parallel
+    folds on fresh data): the second finds no file when it looks, writes
+    its own, and must leave the first one in place, since a run that
+    already recorded the file's size and time would otherwise see changed
+    data."""
+    from sercaf_toolkit.corpora import demo
+
+    paths = demo.generate_demo_corpus(str(tmp_path), 1)
+    before = {path: os.stat(path) for path in paths}
+    real_exists = os.path.exists
+    monkeypatch.setattr(
+        demo.os.path,
+        "exists",
+        lambda path: False if path.endswith(".wav") else real_exists(path),
+    )
+    demo.generate_demo_corpus(str(tmp_path), 1)
+    for path, stat in before.items():
+        assert os.stat(path).st_ino == stat.st_ino
+        assert os.stat(path).st_mtime_ns == stat.st_mtime_ns
+    leftovers = [p for p in os.listdir(tmp_path / "spk1_f") if ".part" in p]
+    assert leftovers == []

@@ -201,10 +201,20 @@ def generate_demo_corpus(folder, utterances_per_emotion=10, seed=1234):
                 # Write to a temporary name first: an interrupted run never
                 # leaves a truncated file under the final name. The name is
                 # this process's own: two runs generating the corpus at once
-                # each write whole files, and the last rename wins.
+                # each write whole files, and the first one's stays (a
+                # hard link fails on an existing name), so that a file never
+                # changes under a run that has recorded it (its size and
+                # time are in the run's data fingerprint).
                 partial = f"{path}.{os.getpid()}.part.wav"
                 soundfile.write(partial, wav, SAMPLE_RATE)
-                os.replace(partial, path)
+                try:
+                    os.link(partial, path)
+                except FileExistsError:
+                    pass  # another run wrote the same file first
+                except OSError:  # a file system without hard links
+                    os.replace(partial, path)
+                    continue
+                os.remove(partial)
     return paths
 
 
