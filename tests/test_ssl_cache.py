@@ -235,3 +235,73 @@ def test_two_processes_filling_one_cache_give_the_same_files(
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision must be one of"):
         SSLFeatureCache("cache", precision="bf16")
+
+
+# The recipes ---------------------------------------------------------------
+
+
+def test_recipe_runs_share_the_cache_and_match_uncached_runs(tmp_path):
+    from sercaf_toolkit.training.recipe import run_recipe
+    from tests.demo_runs import demo_args
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+
+    def train(name, *extra):
+        argv = demo_args(
+            data,
+            tmp_path / name,
+            "--ssl_freeze=True",
+            "--number_of_epochs=2",
+            f"--ssl_cache_folder={cache}",
+            *extra,
+        )
+        return run_recipe(argv).metrics
+
+    def entries():
+        return {
+            path: os.path.getmtime(path)
+            for path in map(str, cache.rglob("*.ssl"))
+        }
+
+    cached = train("cached")
+    made = entries()
+    from sercaf_toolkit.data import read_manifest
+
+    utterances = sum(
+        len(read_manifest(str(tmp_path / "cached" / f"{split}.csv")))
+        for split in ("train", "valid", "test")
+    )
+    assert len(made) == utterances  # one entry per audio file
+    plain = train("plain", "--ssl_cache=False")
+    for key in ("WA", "UA"):
+        assert abs(cached[key] - plain[key]) < 1e-9, key
+    # Another fusion block and seed read the same entries.
+    train("sum", "--fusion=sum", "--seed=2")
+    assert entries() == made
+
+
+def test_the_cache_settings_leave_the_run_identity_alone(tmp_path):
+    from sercaf_toolkit.training.recipe import load_recipe, run_identity
+    from sercaf_toolkit.training.runs import first_difference
+    from tests.demo_runs import demo_args
+
+    def identity(*extra):
+        argv = demo_args(tmp_path / "data", tmp_path / "run", *extra)
+        _, run_opts, _, composed, tree = load_recipe(argv)
+        return run_identity(tree, composed, run_opts)
+
+    base = identity()
+    for extra in (
+        "--ssl_cache=False",
+        "--ssl_cache_folder=elsewhere",
+        "--ssl_cache_precision=fp32",
+    ):
+        assert identity(extra) == base, extra
+    assert first_difference(base, identity("--ssl_finetune_layers=1")) == (
+        "ssl_finetune_layers",
+        "None",
+        "1",
+    )
+    # Runs recorded before ssl_finetune_layers existed are the same runs.
+    older = {k: v for k, v in base.items() if "finetune_layers" not in k}
+    assert first_difference(older, base) is None
