@@ -275,8 +275,8 @@ def test_recipe_runs_share_the_cache_and_match_uncached_runs(tmp_path):
     plain = train("plain", "--ssl_cache=False")
     for key in ("WA", "UA"):
         assert abs(cached[key] - plain[key]) < 1e-9, key
-    # Another fusion block and seed read the same entries.
-    train("sum", "--fusion=sum", "--seed=2")
+    # Another model and seed (the frozen probe's) read the same entries.
+    train("probe", "--streams=ssl", "--fusion=probe", "--seed=2")
     assert entries() == made
 
 
