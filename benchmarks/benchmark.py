@@ -27,6 +27,12 @@ On synthetic audio whose durations follow IEMOCAP's (log-normal, mean about
    (``benchmarks/runtime_worker.py``), and the label agreement of int8
    with fp32 on the demo recipe's test set (a demo model trained here).
    Needs ``pip install -e ".[onnx]"``; skipped, saying so, without it.
+7. frozen SSL: the wall time of a small grid (2 fusion blocks x 2 folds
+   x 2 seeds x ``--grid_epochs`` epochs of a frozen SSL stream with a
+   weighted layer sum, on synthetic wav files) without and with the SSL
+   feature cache (``sercaf_toolkit.ssl_cache``, filled during the grid),
+   with the test accuracies of both; and a top-2 fine-tune step against a
+   full fine-tune step (CNN frozen in both), uncached and cached.
 
 ``--size base`` builds wav2vec2-base-shaped models (random weights: timing
 does not depend on them) with the paper's scratch stream (224 mel bands,
@@ -75,6 +81,8 @@ TARGETS = {
     "throughput_gpu": 3.0,
     "int8_rtf_share": 0.5,
     "int8_agreement": 0.97,
+    "cache_speedup": 4.0,
+    "top2_step_share": 0.6,
 }
 
 
@@ -124,7 +132,7 @@ class PlainSSLModel(torch.nn.Module):
         return torch.log_softmax(self.linear(masked_mean(frames, mask)), -1)
 
 
-def ssl_stream(size):
+def ssl_stream(size, **settings):
     """The SSL stream that every model of the benchmark shares.
 
     Arguments
@@ -137,6 +145,9 @@ def ssl_stream(size):
         test suite runs, so the smoke run measures that architecture and no
         second tiny configuration can drift from it.
 
+    **settings
+        More :class:`SSLStream` arguments (``freeze``, ``output``, ...).
+
     Returns
     -------
     SSLStream
@@ -144,7 +155,9 @@ def ssl_stream(size):
     """
     if size == "base":
         config = transformers.Wav2Vec2Config()  # wav2vec2-base's shape
-        return SSLStream({"config": config.to_dict(), "do_normalize": True})
+        return SSLStream(
+            {"config": config.to_dict(), "do_normalize": True}, **settings
+        )
     # The folder is only read while the stream is built: the weights are in
     # memory afterwards, so it need not outlive this call. transformers'
     # progress bars (writing, then loading a one-file model) would only
@@ -154,7 +167,9 @@ def ssl_stream(size):
     logging.disable_progress_bar()
     try:
         with tempfile.TemporaryDirectory(prefix="sercaf_benchmark_") as tmp:
-            return SSLStream(build_tiny_ssl_model(os.path.join(tmp, "ssl")))
+            return SSLStream(
+                build_tiny_ssl_model(os.path.join(tmp, "ssl")), **settings
+            )
     finally:
         if bars:
             logging.enable_progress_bar()
@@ -737,6 +752,212 @@ def demo_label_agreement(utterances=6, epochs=6):
     return statistics.fmean(a == b for a, b in zip(*labels))
 
 
+def synthetic_corpus(folder, count, seconds, seed=0):
+    """``count`` wav files of noise-like audio, and their waveforms."""
+    import soundfile
+
+    generator = np.random.default_rng(seed)
+    paths, wavs = [], []
+    for index in range(count):
+        length = int(SAMPLE_RATE * seconds * generator.uniform(0.7, 1.3))
+        wav = (0.1 * generator.standard_normal(length)).astype(np.float32)
+        path = os.path.join(folder, f"utt{index:03d}.wav")
+        soundfile.write(path, wav, SAMPLE_RATE)
+        paths.append(path)
+        wavs.append(torch.from_numpy(wav))
+    return paths, wavs
+
+
+def grid_run(ssl, fusion, seed, train, test, corpus, epochs, device):
+    """Trains one small frozen-SSL model; returns its test accuracy.
+
+    ``train`` and ``test`` are index lists into ``corpus`` (paths,
+    waveforms, labels); batches of 4 in a seeded order.
+    """
+    paths, wavs, labels = corpus
+    torch.manual_seed(seed)
+    scratch = SpectrogramStream(
+        LogMel(n_mels=32), DPCNN(32, 8, 2), GlobalNormalization(32)
+    )
+    model = DualStreamModel(
+        [ssl, scratch], fusion, partial(EmotionHead, n_classes=N_CLASSES)
+    ).to(device)
+    model.train()
+    optimizer = adam(model)
+    order = torch.Generator().manual_seed(seed)
+
+    def batch(indices):
+        wavs_, lens = pad_batch([wavs[i] for i in indices])
+        return wavs_.to(device), lens.to(device), [paths[i] for i in indices]
+
+    for _ in range(epochs):
+        shuffled = [
+            train[i] for i in torch.randperm(len(train), generator=order)
+        ]
+        for start in range(0, len(shuffled), 4):
+            indices = shuffled[start : start + 4]
+            batch_wavs, lens, batch_paths = batch(indices)
+            targets = torch.tensor([labels[i] for i in indices], device=device)
+            with ssl.sources(batch_paths):
+                loss = torch.nn.functional.nll_loss(
+                    model.log_probabilities(batch_wavs, lens), targets
+                )
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(test), 4):
+            indices = test[start : start + 4]
+            batch_wavs, lens, batch_paths = batch(indices)
+            with ssl.sources(batch_paths):
+                guess = model.log_probabilities(batch_wavs, lens).argmax(-1)
+            correct += sum(
+                int(g) == labels[i] for g, i in zip(guess.tolist(), indices)
+            )
+    return correct / len(test)
+
+
+def pad_batch(waveforms):
+    """A zero-padded batch and SpeechBrain relative lengths."""
+    longest = max(len(w) for w in waveforms)
+    batch = torch.zeros(len(waveforms), longest)
+    for row, wav in zip(batch, waveforms):
+        row[: len(wav)] = wav
+    lens = torch.tensor([len(w) / longest for w in waveforms])
+    return batch, lens
+
+
+def figure_frozen_grid(size, device, epochs, report):
+    """Figure 7: a frozen-SSL grid without and with the feature cache.
+
+    Arguments
+    ---------
+    size : str
+        ``"base"`` or ``"tiny"`` (see :func:`ssl_stream`).
+    device : str
+        Where the models run.
+    epochs : int
+        Epochs of each run of the grid.
+    report : Report
+        Prints and keeps the figures.
+    """
+    from sercaf_toolkit.ssl_cache import attach_ssl_caches
+
+    report.section(
+        "7. frozen SSL: 2 fusion blocks x 2 folds x 2 seeds x "
+        f"{epochs} epochs, without and with the SSL feature cache"
+    )
+    width = 64
+    fusions = {
+        "sum": partial(SumFusion, output_size=width),
+        "caf": partial(
+            CrossAttentionFusion, output_size=width, attention_size=width
+        ),
+    }
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="sercaf_grid_") as tmp:
+        paths, wavs = synthetic_corpus(tmp, 16, 1.5)
+        labels = [i % N_CLASSES for i in range(len(paths))]
+        corpus = (paths, wavs, labels)
+        folds = [
+            (list(range(4, 16)), list(range(0, 4))),
+            ([*range(0, 4), *range(8, 16)], list(range(4, 8))),
+        ]
+        ssl = ssl_stream(size, freeze=True, output="weighted_sum").to(device)
+        timings, accuracies = {}, {}
+        for cached in (False, True):
+            if cached:
+                attach_ssl_caches(ssl, os.path.join(tmp, "cache"))
+            start = time.perf_counter()
+            accuracies[cached] = [
+                grid_run(ssl, fusion, seed, train, test, corpus, epochs, device)
+                for fusion in fusions.values()
+                for train, test in folds
+                for seed in (1, 2)
+            ]
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+            timings[cached] = time.perf_counter() - start
+        cache_bytes = sum(
+            os.path.getsize(os.path.join(folder, name))
+            for folder, _, names in os.walk(os.path.join(tmp, "cache"))
+            for name in names
+        )
+        audio_hours = sum(len(w) for w in wavs) / SAMPLE_RATE / 3600
+    report("grid wall time without the cache (s)", timings[False])
+    report("grid wall time with the cache (s)", timings[True])
+    report(
+        "grid speed-up with the cache",
+        timings[False] / timings[True],
+        TARGETS["cache_speedup"],
+    )
+    same = sum(a == b for a, b in zip(accuracies[False], accuracies[True]))
+    report(
+        "runs with equal test accuracy, cached vs not (share)",
+        same / len(accuracies[True]),
+        1.0,
+    )
+    report(
+        "cache on disk, GB per hour of audio (fp16)",
+        cache_bytes / 1e9 / audio_hours,
+    )
+
+
+def figure_partial_finetune(size, device, report, repeats=3):
+    """Figure 7, continued: a top-2 fine-tune step against a full one.
+
+    Both streams have the CNN frozen (as in the recipes) and the same
+    weights; each step is forward, backward and an Adam step on the same
+    batch, interleaved, the fastest of ``repeats`` kept. The cached top-2
+    step reads the frozen layers' output from the feature cache.
+    """
+    from sercaf_toolkit.ssl_cache import attach_ssl_caches
+
+    with tempfile.TemporaryDirectory(prefix="sercaf_topk_") as tmp:
+        paths, wavs = synthetic_corpus(tmp, 2, 2.0, seed=1)
+        batch_wavs, lens = pad_batch(wavs)
+        batch_wavs, lens = batch_wavs.to(device), lens.to(device)
+        torch.manual_seed(0)
+        full = ssl_stream(size).to(device)
+        top2 = ssl_stream(size, finetune_layers=2).to(device)
+        top2.load_state_dict(full.state_dict())
+        cached = ssl_stream(size, finetune_layers=2).to(device)
+        cached.load_state_dict(full.state_dict())
+        attach_ssl_caches(cached, os.path.join(tmp, "cache"))
+        streams = {"full": full, "top2": top2, "top2_cached": cached}
+        optimizers = {k: adam(s) for k, s in streams.items()}
+        best = dict.fromkeys(streams, float("inf"))
+        for repeat in range(repeats + 1):  # the first warms up
+            for name, stream in streams.items():
+                stream.train()
+                if torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                with stream.sources(paths):
+                    features, _ = stream(batch_wavs, lens)
+                features.pow(2).mean().backward()
+                optimizers[name].step()
+                optimizers[name].zero_grad(set_to_none=True)
+                if torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                if repeat:
+                    best[name] = min(best[name], time.perf_counter() - start)
+    report(
+        "top-2 fine-tune step / full fine-tune step",
+        best["top2"] / best["full"],
+        TARGETS["top2_step_share"],
+        better="lower",
+    )
+    report(
+        "top-2 step, frozen layers cached / full fine-tune step",
+        best["top2_cached"] / best["full"],
+        TARGETS["top2_step_share"],
+        better="lower",
+    )
+
+
 def parse_args(argv=None):
     """The command line (see the module's docstring)."""
     # Both spellings of each option, as every sercaf command takes them.
@@ -764,15 +985,21 @@ def parse_args(argv=None):
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--grid_epochs",
+        type=int,
+        default=3,
+        help="figure 7: epochs of each run of the grid (default: 3)",
+    )
+    parser.add_argument(
         "--figures",
-        default="1,2,3,4,5,6",
+        default="1,2,3,4,5,6,7",
         help="comma-separated figures to measure (default: all)",
     )
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    """Measures and prints every figure, in the order 3, 1, 2, 4, 5, 6.
+    """Measures and prints every figure, in the order 3, 1, 2, 4, 5, 6, 7.
 
     Figure 6 (CPU deployment) runs on CPU in fp32 only.
 
@@ -818,6 +1045,9 @@ def main(argv=None):
             report,
             threads=torch.get_num_threads(),
         )
+    if 7 in wanted:
+        figure_frozen_grid(args.size, args.device, args.grid_epochs, report)
+        figure_partial_finetune(args.size, args.device, report)
     return report.rows
 
 

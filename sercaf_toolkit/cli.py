@@ -298,6 +298,25 @@ def _cv_parser(subparsers):
         help="run afresh the folds whose folder holds a run with other "
         "settings or data (default: refuse them, naming the difference)",
     )
+    parser.add_argument(
+        "--launcher",
+        choices=["local", "commands", "slurm"],
+        default="local",
+        help="local: run the folds here (default); commands: print one "
+        "train.py command per unfinished fold and seed, for a scheduler; "
+        "slurm: write them as a job-array script (--slurm_script)",
+    )
+    parser.add_argument(
+        "--nproc_per_node",
+        type=int,
+        default=1,
+        help="with --launcher commands or slurm: GPUs per run (torchrun)",
+    )
+    parser.add_argument(
+        "--slurm_script",
+        help="where --launcher slurm writes (default: "
+        "<output_root>/cv_array.sh)",
+    )
     _threads_option(parser, "of each fold's process")
     _debug_option(parser)
     parser.set_defaults(func=_cv)
@@ -330,11 +349,39 @@ def _cv(args):
         rerun=args.rerun,
         threads=args.threads,
     )
+    if args.launcher != "local":
+        return _launch(cv, args)
     summary = cv.run()
     print(f"[sercaf cv] wrote {cv.output_root}/cv_summary.json and results.md")
     with open(f"{cv.output_root}/results.md", encoding="utf-8") as table:
         print(table.read())
     return 1 if summary["failed"] else 0
+
+
+def _launch(cv, args):
+    """Prints or writes the runs for a scheduler; runs nothing."""
+    if args.nproc_per_node < 1:
+        raise UserError(
+            f"--nproc_per_node {args.nproc_per_node}: give 1 or more GPUs"
+        )
+    commands = cv.launch_commands(args.nproc_per_node)
+    if not commands:
+        print(
+            "[sercaf cv] every run is finished; run sercaf cv without "
+            "--launcher to summarise",
+            file=sys.stderr,
+        )
+        return 0
+    if args.launcher == "commands":
+        print("\n".join(commands))
+        return 0
+    path = args.slurm_script or os.path.join(cv.output_root, "cv_array.sh")
+    cv.write_slurm_script(path, commands, args.nproc_per_node)
+    print(
+        f"[sercaf cv] wrote {path}: {len(commands)} runs; sbatch {path}, "
+        "then run sercaf cv again (without --launcher) to summarise"
+    )
+    return 0
 
 
 # predict -----------------------------------------------------------------

@@ -319,8 +319,9 @@ def read_manifest(path):
 def build_datasets(hparams, label_encoder):
     """Builds SpeechBrain datasets for the train/valid/test manifests.
 
-    Items provide ``id``, ``sig`` (read with :func:`read_audio` at
-    ``hparams["sample_rate"]``) and ``label_encoded``. The label encoder is
+    Items provide ``id``, ``wav`` (the file), ``sig`` (read with
+    :func:`read_audio` at ``hparams["sample_rate"]``) and
+    ``label_encoded``. The label encoder is
     fitted on ``hparams["labels"]`` when given (fixing the class order for
     every fold), otherwise on the training labels, and saved next to the
     experiment so that a resumed run reuses it.
@@ -391,7 +392,8 @@ def build_datasets(hparams, label_encoder):
     for dataset in filter(None, datasets.values()):
         dataset.add_dynamic_item(audio_pipeline)
         dataset.add_dynamic_item(label_pipeline)
-        dataset.set_output_keys(["id", "sig", "label_encoded"])
+        # The file path keys the SSL feature cache (sercaf_toolkit.ssl_cache).
+        dataset.set_output_keys(["id", "wav", "sig", "label_encoded"])
     return datasets
 
 

@@ -260,6 +260,16 @@ CASES = {
         ],
         ["EmoDB fold 1", "no training data", "--text_disjoint=False"],
     ),
+    "SSL cache precision": (
+        "Demo",
+        ["hparams/caf.yaml", "--ssl_cache_precision=bf16"],
+        ["--ssl_cache_precision=bf16", "fp16, fp32"],
+    ),
+    "negative SSL fine-tuning layers": (
+        "Demo",
+        ["hparams/caf.yaml", "--ssl_finetune_layers=-2"],
+        ["--ssl_finetune_layers=-2", "top transformer layers"],
+    ),
     "another experiment's folder": (
         "Demo",
         ["hparams/film.yaml", "--output_folder=results/run"],

@@ -15,7 +15,7 @@ from sercaf_toolkit.lobes.masking import (
     UtteranceNormalization,
 )
 from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead, PassThrough
-from sercaf_toolkit.lobes.pooling import StreamPooling
+from sercaf_toolkit.lobes.pooling import ProbePooling, StreamPooling
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
 from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
 from sercaf_toolkit.lobes.ssl import (
@@ -45,6 +45,7 @@ __all__ = [
     "SSLStream",
     "SpectrogramStream",
     "Stream",
+    "ProbePooling",
     "StreamPooling",
     "SumFusion",
     "TextRCNN",

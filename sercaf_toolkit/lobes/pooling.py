@@ -70,3 +70,46 @@ class StreamPooling(torch.nn.Module):
         vectors = [self.pooling(f, m) for f, m in zip(features, masks)]
         pooled = self.dropout(torch.cat(vectors, dim=-1))
         return torch.relu(self.linear(pooled))
+
+
+class ProbePooling(torch.nn.Module):
+    """A probe's frame layer: Linear and ReLU per frame, then mean pooling.
+
+    With the classifier head's linear layer after it, this is the small
+    head of SUPERB-style and EmoBox-style probes of a frozen SSL model
+    (Linear-ReLU-mean-pool-Linear); ``fusion: probe`` in the recipes,
+    for one stream (``streams: ssl``).
+
+    Arguments
+    ---------
+    input_sizes : list of int
+        The one stream's width.
+    output_size : int
+        Width of the frame layer and of the embedding.
+
+    Example
+    -------
+    >>> probe = ProbePooling([6], output_size=4)
+    >>> frames = torch.randn(2, 5, 6)
+    >>> mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    >>> probe([frames], [mask]).shape
+    torch.Size([2, 4])
+    >>> torch.allclose(probe([frames[1:, :3]], [mask[1:, :3]]),
+    ...                probe([frames], [mask])[1:])
+    True
+    """
+
+    def __init__(self, input_sizes, output_size=256):
+        super().__init__()
+        if len(input_sizes) != 1:
+            raise ValueError(
+                "ProbePooling takes one stream (streams: ssl), "
+                f"got {len(input_sizes)}"
+            )
+        self.linear = torch.nn.Linear(int(input_sizes[0]), output_size)
+        self.pooling = MaskedPooling("mean")
+        self.output_size = output_size
+
+    def forward(self, features, masks):
+        """``[B, T, D]`` frames of one stream into ``[B, output_size]``."""
+        return self.pooling(torch.relu(self.linear(features[0])), masks[0])

@@ -5,10 +5,14 @@ Authors
 """
 
 import contextlib
+import hashlib
+import inspect
+import json
 from collections.abc import Mapping
 
 import torch
 import transformers
+from transformers.masking_utils import create_bidirectional_mask
 
 from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
 from sercaf_toolkit.lobes.stream import Stream
@@ -223,7 +227,17 @@ class SSLStream(Stream):
         of them, as in SUPERB); or one of their names, ``"last"`` or
         ``"weighted_sum"``.
     apply_spec_augment : bool
-        Let the HF model mask time steps in training (its own SpecAugment).
+        Let the HF model mask time steps in training (its own SpecAugment;
+        full fine-tuning only: it masks the input of the frozen layers of
+        a partial fine-tune, which then runs without it).
+    finetune_layers : int, optional
+        Fine-tune only the top ``k`` transformer layers (and the stream's
+        layer weights), the rest frozen and in evaluation mode; ``0`` is
+        the same as ``freeze=True``. ``None`` (the default): ``freeze``
+        and ``freeze_feature_extractor`` decide. Autograd then records
+        nothing below the first trainable layer, and with a
+        :attr:`feature_cache` the frozen part's output (the input of the
+        first fine-tuned layer) is read from disk instead of computed.
 
     Example
     -------
@@ -250,6 +264,7 @@ class SSLStream(Stream):
         freeze_feature_extractor=True,
         output=LastLayer,
         apply_spec_augment=False,
+        finetune_layers=None,
     ):
         super().__init__()
         if isinstance(output, str):
@@ -274,10 +289,31 @@ class SSLStream(Stream):
             )
             self.normalize_wav = bool(getattr(extractor, "do_normalize", False))
         self.model.config.apply_spec_augment = apply_spec_augment
+        num_layers = self.model.config.num_hidden_layers
+        if finetune_layers is not None and not freeze:
+            finetune_layers = int(finetune_layers)
+            if not 0 <= finetune_layers <= num_layers:
+                raise ValueError(
+                    f"finetune_layers must be 0..{num_layers} for this "
+                    f"model, got {finetune_layers}"
+                )
+            freeze = finetune_layers == 0
+        else:
+            finetune_layers = None
+        # The top-k fine-tune: k > 0 (frozen and full have None here).
+        self.finetune_layers = finetune_layers or None
         self.freeze = freeze
         self.freeze_feature_extractor = freeze_feature_extractor
-        if freeze:
+        #: An :class:`~sercaf_toolkit.ssl_cache.SSLFeatureCache`, set by
+        #: the recipe runner: the frozen part's output is read from it
+        #: for batches whose audio files are known (:meth:`sources`).
+        self.feature_cache = None
+        self._sources = None
+        self._frozen_fingerprint = None
+        if freeze or self.finetune_layers:
             self.model.requires_grad_(False)
+            for module in self._top_modules():
+                module.requires_grad_(True)
         elif freeze_feature_extractor:
             # HF's own freezing also stops the CNN from asking for input
             # gradients, so backward never runs through the frozen CNN.
@@ -286,11 +322,12 @@ class SSLStream(Stream):
         if isinstance(first_conv.layer_norm, torch.nn.GroupNorm):
             first_conv.layer_norm = LengthAwareGroupNorm(first_conv.layer_norm)
         self.output_size = self.model.config.hidden_size
-        self.output = output(num_layers=self.model.config.num_hidden_layers + 1)
-        if self.output.needs_hidden_states:
+        self.output = output(num_layers=num_layers + 1)
+        if self.output.needs_hidden_states or self.finetune_layers:
             # LayerDrop skips layers in training, and transformers then
             # records fewer hidden states: a sum over all layers needs
-            # every layer.
+            # every layer; a partial fine-tune replays its top layers
+            # without it (cached), so it runs without it uncached too.
             self.model.config.layerdrop = 0.0
         self.train()
 
@@ -340,11 +377,137 @@ class SSLStream(Stream):
         without this a "frozen" model would run with dropout on.
         """
         super().train(mode)
-        if self.freeze:
+        if self.freeze or self.finetune_layers:
             self.model.eval()
+            for module in self._top_modules():
+                module.train(mode)
         elif self.freeze_feature_extractor:
             self.model.feature_extractor.eval()
         return self
+
+    # The frozen part and the feature cache ---------------------------------
+
+    def _top_modules(self):
+        """The fine-tuned transformer layers of a partial fine-tune.
+
+        With a stable-layer-norm encoder (the large models) the encoder's
+        final LayerNorm comes after the top layer, so it is tuned too.
+        """
+        if not self.finetune_layers:
+            return []
+        encoder = self.model.encoder
+        top = list(encoder.layers[-self.finetune_layers :])
+        if self.model.config.do_stable_layer_norm:
+            top.append(encoder.layer_norm)
+        return top
+
+    @property
+    def frozen_states(self):
+        """The hidden states the frozen part gives, as cached.
+
+        ``"last"`` (the model's output, of a frozen stream whose output
+        is the last layer) or the indices of the hidden states (0: the
+        transformer's input; the input of the first fine-tuned layer is
+        the last of them). ``None`` when nothing is frozen above the CNN.
+        """
+        num_layers = self.model.config.num_hidden_layers
+        if self.freeze:
+            if self.output.needs_hidden_states:
+                return list(range(num_layers + 1))
+            return "last"
+        if not self.finetune_layers:
+            return None
+        first_tuned = num_layers - self.finetune_layers
+        if self.output.needs_hidden_states:
+            return list(range(first_tuned + 1))
+        return [first_tuned]
+
+    @property
+    def cacheable(self):
+        """Whether a feature cache can stand in for the frozen part.
+
+        A partial fine-tune replays its top layers from the cached input
+        of the first one; WavLM's layers also pass a position bias from
+        layer to layer, which is not replayed here.
+        """
+        if self.frozen_states is None:
+            return False
+        if self.freeze:
+            return True
+        layer = self.model.encoder.layers[0]
+        return (
+            "position_bias" not in inspect.signature(layer.forward).parameters
+        )
+
+    def cache_identity(self):
+        """What the cached features depend on, for the cache's key.
+
+        The model's config, a SHA-256 of the frozen part's weights and
+        buffers (so another checkpoint or revision under the same name
+        never shares entries), the waveform standardisation and which
+        hidden states are kept. Computed once, at first use (after a
+        checkpoint is loaded: the frozen part does not change).
+        """
+        if self._frozen_fingerprint is None:
+            tuned = {id(p) for m in self._top_modules() for p in m.parameters()}
+            digest = hashlib.sha256()
+            tensors = sorted(
+                [
+                    *(
+                        (n, p)
+                        for n, p in self.model.named_parameters()
+                        if id(p) not in tuned
+                    ),
+                    *self.model.named_buffers(),
+                ],
+                key=lambda item: item[0],
+            )
+            for name, tensor in tensors:
+                digest.update(name.encode("utf-8"))
+                data = tensor.detach().to("cpu", torch.float32).contiguous()
+                digest.update(data.numpy().tobytes())
+            self._frozen_fingerprint = digest.hexdigest()
+        config = self.model.config.to_dict()
+        # Settings of training only (they act in train mode, which the
+        # frozen part never runs in) and bookkeeping do not count.
+        for key in ("apply_spec_augment", "layerdrop", "transformers_version"):
+            config.pop(key, None)
+        return {
+            "model_type": self.model.config.model_type,
+            "config": hashlib.sha256(
+                json.dumps(config, sort_keys=True, default=str).encode()
+            ).hexdigest(),
+            "weights": self._frozen_fingerprint,
+            "normalize_wav": self.normalize_wav,
+            "states": self.frozen_states,
+        }
+
+    @contextlib.contextmanager
+    def sources(self, paths):
+        """Names the audio files of the next batches (for the cache).
+
+        Arguments
+        ---------
+        paths : list of str
+            One audio file per row of the batch, as read (the cache keys
+            each entry by the file's content).
+        """
+        self._sources = list(paths)
+        try:
+            yield
+        finally:
+            self._sources = None
+
+    def _cache_serves(self, batch_size):
+        """Whether this batch's frozen part comes from the cache."""
+        return (
+            self.feature_cache is not None
+            and self.feature_cache.enabled
+            and self._sources is not None
+            and len(self._sources) == batch_size
+            and self.cacheable
+            and not _in_graph_capture()
+        )
 
     @contextlib.contextmanager
     def _group_norm_lengths(self, sample_lengths):
@@ -380,6 +543,25 @@ class SSLStream(Stream):
             ``[batch, frames]`` bool, ``True`` on valid frames.
         """
         wavs, lengths, sample_mask = mask_waveforms(wavs, wav_lens)
+        if self._cache_serves(wavs.shape[0]):
+            states, mask = self._cached_states(wavs, lengths, sample_mask)
+            features = self._from_frozen_states(states, mask)
+        else:
+            track_grad = torch.is_grad_enabled() and not self.freeze
+            out, frame_lengths = self._run_model(
+                wavs, lengths, sample_mask, track_grad
+            )
+            hidden = (
+                out.hidden_states
+                if self.output.needs_hidden_states
+                else (out.last_hidden_state,)
+            )
+            features = self.output(hidden)
+            mask = lengths_to_mask(frame_lengths, features.shape[1])
+        return features * mask.unsqueeze(-1).to(features.dtype), mask
+
+    def _run_model(self, wavs, lengths, sample_mask, track_grad, hidden=None):
+        """The HF model's output on a padded batch, and the frame counts."""
         if self.normalize_wav:
             wavs = self._standardise(wavs, sample_mask)
         frame_lengths = self.model._get_feat_extract_output_lengths(lengths)
@@ -388,22 +570,93 @@ class SSLStream(Stream):
         # changes nothing but costs ~6 % of a base model's step); an
         # exported graph must keep it for the batches it will meet.
         padded = _in_graph_capture() or bool((lengths < wavs.shape[1]).any())
-        track_grad = torch.is_grad_enabled() and not self.freeze
+        if hidden is None:
+            hidden = self.output.needs_hidden_states
         with torch.set_grad_enabled(track_grad):
             with self._group_norm_lengths(lengths):
                 out = self.model(
                     wavs,
                     attention_mask=sample_mask.long() if padded else None,
-                    output_hidden_states=self.output.needs_hidden_states,
+                    output_hidden_states=hidden,
                 )
-        hidden = (
-            out.hidden_states
-            if self.output.needs_hidden_states
-            else (out.last_hidden_state,)
+        return out, frame_lengths
+
+    def _frozen_part(self, wavs, lengths, sample_mask):
+        """``[B, states, T, D]`` of :attr:`frozen_states`, and frame counts."""
+        which = self.frozen_states
+        out, frame_lengths = self._run_model(
+            wavs, lengths, sample_mask, False, hidden=which != "last"
         )
-        features = self.output(hidden)
-        mask = lengths_to_mask(frame_lengths, features.shape[1])
-        return features * mask.unsqueeze(-1).to(features.dtype), mask
+        if which == "last":
+            states = out.last_hidden_state.unsqueeze(1)
+        else:
+            states = torch.stack([out.hidden_states[i] for i in which], 1)
+        return states, frame_lengths
+
+    def _cached_states(self, wavs, lengths, sample_mask):
+        """The batch's frozen states: read, or computed once and stored.
+
+        The utterances the cache lacks are computed together as one
+        padded batch (padding changes no valid frame), cut to their own
+        frames and stored; every row then goes through the cache's
+        storage precision, so a batch gives the same features whether
+        its entries were read or just made.
+        """
+        cache = self.feature_cache
+        identity = self.cache_identity()
+        rows = [cache.load(path, identity) for path in self._sources]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            index = torch.tensor(missing, device=wavs.device)
+            longest = int(lengths[index].max())
+            states, frames = self._frozen_part(
+                wavs[index, :longest],
+                lengths[index],
+                sample_mask[index, :longest],
+            )
+            for row, i in enumerate(missing):
+                made = states[row, :, : int(frames[row])]
+                rows[i] = cache.store(self._sources[i], identity, made)
+        frames = torch.tensor([row.shape[1] for row in rows])
+        longest = int(frames.max())
+        first = rows[0]
+        states = first.new_zeros(
+            len(rows), first.shape[0], longest, first.shape[2]
+        )
+        for i, row in enumerate(rows):
+            states[i, :, : row.shape[1]] = row
+        mask = lengths_to_mask(frames, longest).to(wavs.device)
+        return states.to(device=wavs.device, dtype=torch.float32), mask
+
+    def _from_frozen_states(self, states, mask):
+        """The stream's features from ``[B, states, T, D]`` frozen states.
+
+        A frozen stream's states are what its output needs; a partial
+        fine-tune runs its top layers on the last of them (the input of
+        the first tuned layer) with the same attention mask as the model.
+        """
+        hidden = list(states.unbind(1))
+        if self.finetune_layers:
+            h = hidden[-1]
+            attention = None
+            if not bool(mask.all()):
+                attention = create_bidirectional_mask(
+                    config=self.model.config,
+                    inputs_embeds=h,
+                    attention_mask=mask,
+                )
+            tuned = []
+            for layer in self.model.encoder.layers[-self.finetune_layers :]:
+                h = layer(h, attention_mask=attention)
+                h = h[0] if isinstance(h, tuple) else h
+                tuned.append(h)
+            if self.output.needs_hidden_states:
+                hidden = hidden + tuned
+            elif self.model.config.do_stable_layer_norm:
+                hidden = [self.model.encoder.layer_norm(h)]
+            else:
+                hidden = [h]
+        return self.output(hidden)
 
     @staticmethod
     def _standardise(wavs, sample_mask, eps=1e-7):

@@ -98,8 +98,19 @@ class SERBrain(sb.Brain):
         """Returns ``[B, classes]`` log-probabilities of the batch."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        with self._ssl_warmup(stage):
+        with self._ssl_warmup(stage), self._audio_files(batch):
             return self.modules.model(wavs, wav_lens)
+
+    @contextlib.contextmanager
+    def _audio_files(self, batch):
+        """Tells streams with a feature cache which files the batch holds."""
+        paths = getattr(batch, "wav", None)
+        with contextlib.ExitStack() as held:
+            if paths is not None:
+                for module in self.modules.modules():
+                    if getattr(module, "feature_cache", None) is not None:
+                        held.enter_context(module.sources(paths))
+            yield
 
     def compute_objectives(self, predictions, batch, stage):
         """Class-weighted NLL loss; accumulates metrics and predictions."""

@@ -32,6 +32,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -273,6 +274,71 @@ class CrossValidation:
         )
         self._afresh.add(job)
         return False
+
+    def launch_commands(self, nproc_per_node=1):
+        """One shell command per unfinished fold and seed, for a scheduler.
+
+        Each is the plain ``train.py`` run that :meth:`run` would start
+        (``torchrun --nproc_per_node=N`` in front for several GPUs per
+        run: SpeechBrain's DDP); finished runs are left out, and a folder
+        holding another run is refused as in :meth:`run`. Afterwards,
+        ``sercaf cv`` with the same arguments finds every run finished
+        and only writes the summary.
+
+        Arguments
+        ---------
+        nproc_per_node : int
+            GPUs (processes) per run.
+
+        Returns
+        -------
+        list of str
+        """
+        launcher = [sys.executable]
+        if nproc_per_node > 1:
+            launcher = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={nproc_per_node}",
+            ]
+        return [
+            shlex.join([*launcher, *self.command(job)[1:]])
+            for job in self.jobs()
+            if not self.finished(job)
+        ]
+
+    def write_slurm_script(self, path, commands, nproc_per_node=1):
+        """Writes a Slurm job-array script running ``commands``, one each.
+
+        ``sbatch PATH`` submits it; every array task runs one command
+        (``SLURM_ARRAY_TASK_ID`` picks it). Partition, time and memory
+        are the cluster's: add ``#SBATCH`` lines or give them to
+        ``sbatch``.
+        """
+        lines = [
+            "#!/bin/bash",
+            f"# sercaf cv: {len(commands)} runs of {self.output_root};",
+            "# afterwards `sercaf cv` with the same arguments summarises.",
+            "#SBATCH --job-name=sercaf-cv",
+            f"#SBATCH --array=0-{len(commands) - 1}",
+            f"#SBATCH --gpus-per-task={nproc_per_node}",
+            f"#SBATCH --cpus-per-task={self.threads}",
+            f"#SBATCH --output={os.path.abspath(self.output_root)}"
+            "/slurm-%A_%a.out",
+            "set -euo pipefail",
+            'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
+            f"cd {shlex.quote(os.getcwd())}",
+            "commands=(",
+            *(f"  {shlex.quote(command)}" for command in commands),
+            ")",
+            'eval "${commands[$SLURM_ARRAY_TASK_ID]}"',
+        ]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        os.chmod(path, 0o755)
 
     def run(self):
         """Runs the unfinished folds; returns the summary (and writes it).

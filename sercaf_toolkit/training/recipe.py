@@ -63,6 +63,7 @@ from sercaf_toolkit.hparams import (
     overrides_dict,
     resolve_hparams_path,
 )
+from sercaf_toolkit.ssl_cache import PRECISIONS, attach_ssl_caches
 from sercaf_toolkit.training.brain import SERBrain
 from sercaf_toolkit.training.preflight import check_blocks
 from sercaf_toolkit.training.recipe_options import (
@@ -100,6 +101,8 @@ RECIPE_KEYS = frozenset(
         "class_weights", "selection_key", "ssl_warmup_steps", "train_logger",
         "lr_annealing", "lr_annealing_ssl", "compile_streams",
         "validation", "refit", "calibrate",
+        # the SSL feature cache (sercaf_toolkit.ssl_cache)
+        "ssl_cache", "ssl_cache_folder", "ssl_cache_precision",
         # SpeechBrain run options taken from the YAML
         "precision", "skip_nonfinite_grads", "nonfinite_patience",
         "find_unused_parameters", "ckpt_interval_minutes",
@@ -187,6 +190,13 @@ def train(brain_class, hparams, run_opts, validating=True):
     hparams["train_class_counts"] = class_counts(
         hparams["train_csv"], hparams["label_encoder"]
     )
+    if hparams.get("ssl_cache") and hparams.get("ssl_cache_folder"):
+        attach_ssl_caches(
+            hparams["model"],
+            str(hparams["ssl_cache_folder"]),
+            hparams.get("sample_rate", 16000),
+            hparams.get("ssl_cache_precision", "fp16"),
+        )
     brain = brain_class(
         modules={"model": hparams["model"]},
         hparams=hparams,
@@ -268,6 +278,7 @@ def load_recipe(argv, script_dir=None):
             "chose; use --validation=speaker or group with it"
         )
     check_calibration(tree, validation)
+    check_ssl_settings(tree)
     # Only the picked blocks: a run without an SSL stream checks no SSL model.
     check_blocks(tree)
     return hparams_file, run_opts, overrides, composed, tree
@@ -310,6 +321,47 @@ on the validation speakers, and validation: none has none; use \
             "speakers, and refit: True trains the tested model on them; "
             "use one of the two"
         )
+
+
+def check_ssl_settings(tree):
+    """Fails in one line on a wrong SSL cache or fine-tuning setting.
+
+    ``ssl_finetune_layers`` is checked against the model's layer count
+    when ``ssl_source`` is a local folder (a hub id's config is only read
+    when the model is built).
+
+    Example
+    -------
+    >>> check_ssl_settings({"ssl_cache_precision": "fp16"})
+    >>> check_ssl_settings({"ssl_finetune_layers": -1})
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: --ssl_finetune_layers=-1: give the \
+number of top transformer layers to fine-tune (0: frozen), or null
+    """
+    precision = tree.get("ssl_cache_precision", "fp16")
+    if precision not in PRECISIONS:
+        raise UserError(
+            f"--ssl_cache_precision={precision}: use one of "
+            f"{', '.join(PRECISIONS)}"
+        )
+    layers = tree.get("ssl_finetune_layers")
+    if layers is None:
+        return
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+        raise UserError(
+            f"--ssl_finetune_layers={layers}: give the number of top "
+            "transformer layers to fine-tune (0: frozen), or null"
+        )
+    config = os.path.join(str(tree.get("ssl_source", "")), "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as source:
+            count = json.load(source).get("num_hidden_layers")
+        if isinstance(count, int) and layers > count:
+            raise UserError(
+                f"--ssl_finetune_layers={layers}: {tree['ssl_source']} has "
+                f"{count} transformer layers"
+            )
 
 
 def run_recipe(argv=None, script_dir=None, brain_class=SERBrain):

@@ -69,6 +69,8 @@ OUTPUT_KEYS = frozenset(
         # the speaker-normalised audio's cache folder: its content is in
         # the data fingerprint, its place does not matter
         "normalized_audio_folder",
+        # the SSL feature cache's folder: its entries are keyed by content
+        "ssl_cache_folder",
     }
 )  # fmt: skip
 
@@ -84,6 +86,9 @@ RUN_OPTION_KEYS = frozenset(
         "compile", "jit", "find_unused_parameters", "nonfinite_patience",
         "distributed_backend", "distributed_launch", "data_parallel_backend",
         "log_config", "tqdm_colored_bar", "checkpointer", "train_logger",
+        # the SSL feature cache serves the frozen part's own output (to
+        # fp16 rounding): a run with or without it computes the same
+        "ssl_cache", "ssl_cache_precision",
     }
 )  # fmt: skip
 
@@ -291,15 +296,21 @@ def first_difference(earlier, now):
     ``--streams=logmel``, ``streams`` rather than the SSL keys no longer
     used), then in alphabetical order.
 
+    A key on one side only whose value is ``None`` is no difference: a
+    setting added later with a null default (``ssl_finetune_layers``)
+    keeps the behaviour of the runs recorded before it existed.
+
     Example
     -------
     >>> first_difference({"lr": "1", "opt.lr": "1"}, {"lr": "2", "opt.lr": "2"})
     ('lr', '1', '2')
+    >>> first_difference({"lr": "1"}, {"lr": "1", "ssl.k": "None"}) is None
+    True
     """
     different = [
         key
         for key in set(earlier) | set(now)
-        if earlier.get(key) != now.get(key)
+        if earlier.get(key, "None") != now.get(key, "None")
     ]
     if not different:
         return None
