@@ -147,3 +147,23 @@ def test_speaker_audio_for_a_raw_model_is_one_line(demo_model_dir, tmp_path):
         "predict", demo_model_dir, audio, "--speaker_audio", tmp_path / "no"
     )
     assert_user_error(result, "--speaker_audio", "does not exist")
+
+
+def test_serve_normalises_with_the_enrolment(run, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    from sercaf_toolkit.deployment.service import create_app
+    from tests.serving import running
+
+    folder = data_folder(run) / "spk2_m"
+    predictor = EmotionPredictor(
+        run.inference_folder,
+        speaker_audio=str(folder),
+        speaker_cache=tmp_path / "cache",
+    )
+    expected = training_predictions(run)
+    with running(create_app(predictor)) as url:
+        for path in sorted(folder.glob("*.wav"))[:4]:
+            answer = httpx.post(
+                f"{url}/predict", content=path.read_bytes()
+            ).json()
+            assert answer["label"] == expected[path.stem]["predicted_label"]
