@@ -93,6 +93,9 @@ setup(
             "uvicorn>=0.29",
             "python-multipart>=0.0.13",
             "httpx>=0.27",
+            # tests/test_serve_page.py drives Chromium when one is
+            # installed (chromium and chromium-driver), else it skips
+            "selenium>=4.10",
         ],
         # speech segmentation of long recordings (sercaf predict --segment
         # vad, the default): Silero VAD, whose wheel ships its model
