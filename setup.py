@@ -1,5 +1,6 @@
 """Installs sercaf-toolkit: ``pip install -e .`` (``.[test]`` for the tests,
-``.[onnx]`` for ONNX export and onnxruntime inference, ``.[egemaps]``
+``.[onnx]`` for ONNX export and onnxruntime inference, ``.[vad]`` for
+speech segmentation, ``.[serve]`` for ``sercaf serve``, ``.[egemaps]``
 for the eGeMAPS stream, ``.[baselines]`` for the eGeMAPS baseline of
 benchmarks/learning.py)."""
 
@@ -54,6 +55,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["sercaf_toolkit", "sercaf_toolkit.*"]),
+    # the web page of sercaf serve
+    package_data={"sercaf_toolkit.deployment": ["serve_page.html"]},
     python_requires=">=3.10",
     install_requires=[
         # torchaudio's build must match torch's: this pair imports and runs
@@ -82,6 +85,27 @@ setup(
             "opensmile",
             "onnx>=1.16",
             "onnxruntime>=1.18",
+            # speech segmentation and the service (tests/test_segmentation.py,
+            # tests/test_serve.py): the vad and serve extras, and an HTTP
+            # client
+            "silero-vad>=5",
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "python-multipart>=0.0.13",
+            "httpx>=0.27",
+            # tests/test_serve_page.py drives Chromium when one is
+            # installed (chromium and chromium-driver), else it skips
+            "selenium>=4.10",
+        ],
+        # speech segmentation of long recordings (sercaf predict --segment
+        # vad, the default): Silero VAD, whose wheel ships its model
+        "vad": ["silero-vad>=5"],
+        # sercaf serve: an ASGI service (FastAPI on uvicorn)
+        "serve": [
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "python-multipart>=0.0.13",
+            "silero-vad>=5",
         ],
         # the eGeMAPS stream (streams: triple / logmel_egemaps)
         "egemaps": ["opensmile"],

@@ -33,6 +33,11 @@ On synthetic audio whose durations follow IEMOCAP's (log-normal, mean about
    feature cache (``sercaf_toolkit.ssl_cache``, filled during the grid),
    with the test accuracies of both; and a top-2 fine-tune step against a
    full fine-tune step (CNN frozen in both), uncached and cached.
+8. (only with ``--figures 8``) ``sercaf serve`` on localhost: throughput
+   and p50/p95 latency of a bounded concurrent load (64 requests, 16 at a
+   time) with micro-batching, one request at a time (``max_batch`` 1),
+   and the same files through ``sercaf predict`` (its predictor, in this
+   process), as ratios measured in this run (:func:`figure_service`).
 
 ``--size base`` builds wav2vec2-base-shaped models (random weights: timing
 does not depend on them) with the paper's scratch stream (224 mel bands,
@@ -958,6 +963,106 @@ def figure_partial_finetune(size, device, report, repeats=3):
     )
 
 
+def figure_service(report, requests=64, concurrency=16):
+    """8. sercaf serve under a bounded load on localhost.
+
+    An (untrained) demo model is exported; ``requests`` demo utterances
+    are posted, ``concurrency`` at a time, to the service with
+    micro-batching (``max_batch`` 8) and with one request per batch; the
+    same files go through ``sercaf predict``'s predictor. Needs the
+    ``serve`` extra; skipped, saying so, without it.
+    """
+    import asyncio
+    import importlib.util
+    import io
+    import tempfile
+
+    import soundfile
+
+    report.section("8. sercaf serve: throughput and latency on localhost")
+    if importlib.util.find_spec("fastapi") is None:
+        print('  skipped: needs pip install -e ".[serve]"')
+        return
+    import httpx
+
+    from sercaf_toolkit.corpora.demo import synthesize_utterance
+    from sercaf_toolkit.deployment.export import export_model
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.service import create_app
+    from sercaf_toolkit.hparams import load_hparams
+    from tests.conftest import DEMO_LABELS, DEMO_YAML
+    from tests.serving import running
+
+    folder = tempfile.mkdtemp(prefix="sercaf_bench_serve_")
+    # An untrained demo model (as the tests' demo_model_dir): its cost is
+    # a trained one's.
+    _, _, overrides = sb.parse_arguments(
+        [str(DEMO_YAML), f"--data_folder={folder}",
+         f"--output_folder={folder}/run"]
+    )  # fmt: skip
+    hparams = load_hparams(DEMO_YAML, overrides)
+    demo = hparams["model"].train()
+    demo(torch.randn(2, 16000))  # normalisation statistics
+    encoder = hparams["label_encoder"]
+    encoder.update_from_iterable(DEMO_LABELS)
+    model = export_model(
+        str(DEMO_YAML), overrides, demo.eval(), encoder, f"{folder}/model"
+    )
+    bodies, paths = [], []
+    emotions = ("neutral", "happy", "angry", "sad")
+    for index in range(requests):
+        wav = synthesize_utterance("spk1_f", emotions[index % 4], index)
+        out = io.BytesIO()
+        soundfile.write(out, wav, 16000, format="WAV")
+        bodies.append(out.getvalue())
+        paths.append(os.path.join(folder, f"{index}.wav"))
+        with open(paths[-1], "wb") as file:
+            file.write(bodies[-1])
+    predictor = EmotionPredictor(model, batch_size=8, segment="window")
+
+    async def load(url):
+        gate = asyncio.Semaphore(concurrency)
+        latencies = []
+
+        async def one(client, body):
+            async with gate:
+                began = time.perf_counter()
+                response = await client.post(f"{url}/predict", content=body)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - began)
+
+        async with httpx.AsyncClient(timeout=300) as client:
+            began = time.perf_counter()
+            await asyncio.gather(*(one(client, b) for b in bodies))
+            return time.perf_counter() - began, sorted(latencies)
+
+    results = {}
+    for name, batch in (("batched", 8), ("one at a time", 1)):
+        app = create_app(predictor, max_batch=batch, max_wait_ms=10)
+        with running(app) as url:
+            asyncio.run(load(url))  # warm-up
+            results[name] = asyncio.run(load(url))
+    began = time.perf_counter()
+    predictor.predict(paths, expand=False)
+    predict_seconds = time.perf_counter() - began
+    for name, (wall, latencies) in results.items():
+        p50 = latencies[len(latencies) // 2]
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        report(f"service {name}: requests/s", requests / wall)
+        report(f"service {name}: p50 latency (s)", p50, better="lower")
+        report(f"service {name}: p95 latency (s)", p95, better="lower")
+    report("sercaf predict: files/s", requests / predict_seconds)
+    report(
+        "service batched / one-at-a-time throughput",
+        results["one at a time"][0] / results["batched"][0],
+        target=1.0,
+    )
+    report(
+        "service batched / sercaf predict throughput",
+        predict_seconds / results["batched"][0],
+    )
+
+
 def parse_args(argv=None):
     """The command line (see the module's docstring)."""
     # Both spellings of each option, as every sercaf command takes them.
@@ -993,7 +1098,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--figures",
         default="1,2,3,4,5,6,7",
-        help="comma-separated figures to measure (default: all)",
+        help="comma-separated figures to measure (default: 1-7; figure 8, "
+        "the service, needs the serve extra and is measured when asked)",
     )
     return parser.parse_args(argv)
 
@@ -1048,6 +1154,8 @@ def main(argv=None):
     if 7 in wanted:
         figure_frozen_grid(args.size, args.device, args.grid_epochs, report)
         figure_partial_finetune(args.size, args.device, report)
+    if 8 in wanted:
+        figure_service(report)
     return report.rows
 
 

@@ -5,7 +5,12 @@
     sercaf predict MODEL_DIR|MODEL.onnx INPUT [INPUT ...] [--out FILE.csv|.json]
               [--batch_size N] [--device cpu|cuda] [--threads N]
               [--window S --hop S] [--long_threshold S] [--min_seconds S]
-              [--plot FILE.png]
+              [--plot FILE.png] [--segment vad|window] [--min_gap S]
+              [--max_segment S] [--speaker_audio FILES|DIR ...]
+    sercaf serve MODEL_DIR|MODEL.onnx [--host H] [--port N]
+              [--max_batch N] [--max_wait_ms MS] [--max_queue N]
+              [--max_upload_mb MB] [--max_seconds S]
+              [--speaker_audio FILES|DIR ...]
     sercaf attention MODEL_DIR AUDIO [--out attention.png] [--json FILE]
     sercaf export-onnx MODEL_DIR OUT.onnx [--int8]
     sercaf evaluate MODEL_DIR (--corpus NAME --data_folder DIR | --csv FILE)
@@ -455,12 +460,98 @@ def _predict_parser(subparsers):
         help="PNG of class probabilities over time of the recordings "
         "longer than --long_threshold",
     )
+    _segment_options(parser)
+    _speaker_options(parser)
     parser.add_argument(
         "--no_progress", action="store_true", help="hide the progress bars"
     )
     _debug_option(parser)
     parser.set_defaults(func=_predict)
     return parser
+
+
+def _segment_options(parser):
+    parser.add_argument(
+        "--segment",
+        choices=("vad", "window"),
+        default="vad",
+        help="how recordings longer than --long_threshold are cut: vad "
+        "(speech segments found by Silero VAD, pauses marked non-speech; "
+        'needs pip install -e ".[vad]") or window (fixed --window/--hop '
+        "windows, silence included) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min_gap",
+        type=float,
+        metavar="SEC",
+        default=0.5,
+        help="with --segment vad: pauses shorter than this stay inside the "
+        "speech segment (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_segment",
+        type=float,
+        metavar="SEC",
+        default=10.0,
+        help="with --segment vad: longer speech is split into equal parts "
+        "(default: %(default)s)",
+    )
+
+
+def _speaker_options(parser):
+    parser.add_argument(
+        "--speaker_audio",
+        nargs="+",
+        metavar="FILES|DIR",
+        help="for a model trained with speaker_normalization: True, "
+        "unlabeled audio of the speaker (files, folders or lists) whose "
+        "statistics normalise the inputs as in training; or give INPUT as "
+        "a .csv list with path and speaker columns",
+    )
+    parser.add_argument(
+        "--speaker_cache",
+        metavar="DIR",
+        help="where speakers' statistics are cached (default: "
+        "$SERCAF_CACHE/speakers, SERCAF_CACHE defaulting to ~/.cache/sercaf)",
+    )
+
+
+def _check_segment_args(args):
+    if args.min_gap < 0:
+        raise UserError(f"--min_gap {args.min_gap}: give 0 seconds or more")
+    if args.max_segment <= 0:
+        raise UserError(
+            f"--max_segment {args.max_segment}: give a positive number of "
+            "seconds"
+        )
+    if args.segment == "vad":
+        from sercaf_toolkit.deployment.segmentation import require_vad
+
+        require_vad()
+
+
+def _check_speaker_args(args):
+    """Refuses a model/enrolment mismatch before the model loads."""
+    for item in args.speaker_audio or []:
+        if not os.path.exists(item):
+            raise UserError(
+                f"--speaker_audio {item} does not exist; give audio files "
+                "or folders of the speaker"
+            )
+    if args.speaker_cache is not None:
+        _creatable_folder(args.speaker_cache, "--speaker_cache")
+    if args.model_dir.lower().endswith(".onnx"):
+        return  # its record is in the metadata: checked when it loads
+    from sercaf_toolkit.deployment.speakers import read_record, refusal
+
+    record = read_record(args.model_dir)
+    if record and not (args.speaker_audio or getattr(args, "speakers", None)):
+        raise UserError(refusal(args.model_dir, record))
+    if not record and args.speaker_audio:
+        raise UserError(
+            f"--speaker_audio: model {args.model_dir} was trained on raw "
+            "audio (no speaker normalisation); leave --speaker_audio out"
+        )
 
 
 def _check_predict_args(args):
@@ -486,15 +577,29 @@ def _check_predict_args(args):
     for option, target in (("--out", args.out), ("--plot", args.plot)):
         if target is not None:
             _writable_target(target, option)
+    _check_segment_args(args)
 
 
 def _predict(args):
     _check_predict_args(args)
-    from sercaf_toolkit.deployment.inference import expand_inputs
+    from sercaf_toolkit.deployment.inference import (
+        expand_inputs,
+        read_speaker_list,
+    )
 
     # Reads the list files now, so that a bad one stops us before the
-    # model loads.
-    paths = expand_inputs(args.inputs)
+    # model loads. A .csv list may name each file's speaker.
+    paths, args.speakers = [], {}
+    for item in args.inputs:
+        if item.lower().endswith(".csv"):
+            listed = read_speaker_list(item)
+            paths += [path for path, _ in listed]
+            args.speakers.update(
+                {path: speaker for path, speaker in listed if speaker}
+            )
+        else:
+            paths += expand_inputs([item])
+    _check_speaker_args(args)
     if not paths:
         raise UserError(
             f"no audio files in {' '.join(args.inputs)}; give audio files, "
@@ -515,9 +620,17 @@ def _predict(args):
         hop=args.hop,
         long_threshold=args.long_threshold,
         min_seconds=args.min_seconds,
+        segment=args.segment,
+        min_gap=args.min_gap,
+        max_segment=args.max_segment,
+        speaker_audio=_enrolment(args, paths),
+        speaker_cache=args.speaker_cache,
     )
     records, report = predictor.predict(
-        paths, progress=not args.no_progress, expand=False
+        paths,
+        progress=not args.no_progress,
+        expand=False,
+        speakers=args.speakers if not args.speaker_audio else None,
     )
     write_records(records, args.out)
     if args.plot:
@@ -541,6 +654,28 @@ def _predict(args):
     return 1 if report["failures"] else 0
 
 
+def _enrolment(args, paths):
+    """``speaker_audio`` of the predictor: the option, or the list's
+    speakers (each one's statistics from its own listed files, as in
+    training)."""
+    if args.speaker_audio:
+        return args.speaker_audio
+    if not args.speakers:
+        return None
+    by_speaker = {}
+    for path in paths:
+        if path in args.speakers:
+            by_speaker.setdefault(args.speakers[path], []).append(path)
+    unnamed = [path for path in paths if path not in args.speakers]
+    if unnamed:
+        raise UserError(
+            f"{unnamed[0]}: no speaker given; a speaker-normalised model "
+            "needs every file's speaker (the list's speaker column) or "
+            "--speaker_audio"
+        )
+    return by_speaker
+
+
 def _plot_timelines(args, records, report, labels):
     windows = report["windows"]
     if not windows:
@@ -559,8 +694,156 @@ def _plot_timelines(args, records, report, labels):
     segments = {path: [] for path in windows}
     for record in records:
         if record["path"] in segments:
+            if record["speech"] == "non-speech":
+                # Drawn grey, named as what it is: no emotion there.
+                record = {**record, "label": "non-speech"}
             segments[record["path"]].append(record)
     plot_timelines(windows, labels, args.plot, segments_by_path=segments)
+
+
+# serve -------------------------------------------------------------------
+
+
+def _serve_parser(subparsers):
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP (POST /predict, GET /health, /labels,"
+        " a web page at /)",
+        description=(
+            "Serves a model folder or .onnx file over HTTP with FastAPI on "
+            "uvicorn: POST /predict takes an audio file (the body, or a "
+            "multipart form's file) and answers JSON with the label, the "
+            "probabilities and, for long audio, the segments. Concurrent "
+            "requests are micro-batched. Needs "
+            'pip install -e ".[serve]".'
+        ),
+    )
+    parser.add_argument(
+        "model_dir",
+        help="model folder (e.g. a recipe's inference/) or .onnx file",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max_batch",
+        type=int,
+        metavar="N",
+        default=8,
+        help="most requests labelled in one forward pass (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--max_wait_ms",
+        type=float,
+        metavar="MS",
+        default=10.0,
+        help="how long a batch waits for more requests (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_queue",
+        type=int,
+        metavar="N",
+        default=64,
+        help="most requests waiting; more get 503 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_upload_mb",
+        type=float,
+        metavar="MB",
+        default=25.0,
+        help="largest upload; larger gets 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_seconds",
+        type=float,
+        metavar="SEC",
+        default=600.0,
+        help="longest audio; longer gets 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:1, ... (default: %(default)s)",
+    )
+    _threads_option(parser, "that the model runs on")
+    parser.add_argument(
+        "--long_threshold",
+        type=float,
+        metavar="SEC",
+        default=30.0,
+        help="audio longer than this many seconds gets segments (default: "
+        "%(default)s)",
+    )
+    _segment_options(parser)
+    _speaker_options(parser)
+    _debug_option(parser)
+    parser.set_defaults(func=_serve)
+    return parser
+
+
+def _serve(args):
+    _check_model(args.model_dir)
+    _check_device(args.device)
+    _check_threads(args)
+    for option in ("max_batch", "max_queue", "port"):
+        if getattr(args, option) < 1:
+            raise UserError(
+                f"--{option} {getattr(args, option)}: give 1 or more"
+            )
+    for option in ("max_wait_ms", "long_threshold"):
+        if getattr(args, option) < 0:
+            raise UserError(
+                f"--{option} {getattr(args, option)}: give 0 or more"
+            )
+    for option in ("max_upload_mb", "max_seconds"):
+        if getattr(args, option) <= 0:
+            raise UserError(
+                f"--{option} {getattr(args, option)}: give a positive number"
+            )
+    _check_segment_args(args)
+    _check_speaker_args(args)
+    from sercaf_toolkit.deployment.service import require_serve
+
+    require_serve()
+    import uvicorn
+
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.service import create_app
+
+    use_threads(args.threads)
+    predictor = EmotionPredictor(
+        args.model_dir,
+        device=args.device,
+        batch_size=args.max_batch,
+        long_threshold=args.long_threshold,
+        segment=args.segment,
+        min_gap=args.min_gap,
+        max_segment=args.max_segment,
+        speaker_audio=args.speaker_audio,
+        speaker_cache=args.speaker_cache,
+    )
+    app = create_app(
+        predictor,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_bytes=int(args.max_upload_mb * 1e6),
+        max_seconds=args.max_seconds,
+        model_name=args.model_dir,
+    )
+    print(
+        f"[sercaf serve] {args.model_dir} on http://{args.host}:{args.port}/ "
+        f"(labels {', '.join(predictor.labels)})",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 # attention ---------------------------------------------------------------
@@ -936,6 +1219,7 @@ def build_parser():
     for add in (
         _cv_parser,
         _predict_parser,
+        _serve_parser,
         _attention_parser,
         _export_onnx_parser,
         _evaluate_parser,

@@ -56,3 +56,23 @@ def demo_model_dir(tmp_path_factory):
         encoder,
         str(root / "inference"),
     )
+
+
+@pytest.fixture(scope="session")
+def speaker_normalized_run(tmp_path_factory):
+    """A demo model trained for 2 epochs with ``speaker_normalization:
+    True`` (its run folder: predictions.csv, inference/), shared by the
+    tests of speaker-normalised inference and the service."""
+    from sercaf_toolkit.training.recipe import run_recipe
+    from tests.demo_runs import demo_args
+
+    root = tmp_path_factory.mktemp("speaker_normalized")
+    return run_recipe(
+        demo_args(
+            root / "data",
+            root / "run",
+            "--number_of_epochs=2",
+            "--speaker_normalization=True",
+            f"--normalized_audio_folder={root / 'normalized'}",
+        )
+    )

@@ -173,6 +173,8 @@ def test_every_option_has_a_help_text():
     assert set(subparsers.choices) == {
         "cv",
         "predict",
+        "serve",
+        "compare",
         "attention",
         "export-onnx",
         "evaluate",

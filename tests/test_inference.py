@@ -28,7 +28,9 @@ def model_dir(demo_model_dir):
 
 @pytest.fixture(scope="module")
 def predictor(model_dir):
-    return EmotionPredictor(model_dir, batch_size=8)
+    # Fixed windows: these tests are about the window timeline (speech
+    # segmentation, the default, has tests/test_segmentation.py).
+    return EmotionPredictor(model_dir, batch_size=8, segment="window")
 
 
 def write(path, samples, rate):
@@ -161,7 +163,7 @@ def test_cli_outputs_plot_and_exit_status(model_dir, tmp_path, capsys):
     long_rows = [row for row in rows if row["path"] == long_path]
     assert float(long_rows[-1]["end"]) == pytest.approx(50.6, abs=0.1)
     assert set(rows[0]) == {
-        "path", "start", "end", "label", "score", "flag", "error",
+        "path", "start", "end", "speech", "label", "score", "flag", "error",
         *(f"prob_{label}" for label in LABELS),
     }  # fmt: skip
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -622,10 +622,16 @@ def prepare_fold(
             splits, allow_empty=() if info["valid_speakers"] else ("valid",)
         )
         info["train_speakers"] = sorted({r["speaker"] for r in splits["train"]})
+    input_normalization = None
     if speaker_normalization:
         # Every utterance of a speaker, test speakers' and removed ones
         # included, makes its statistics: normalise all, then map.
         normalized = normalize_speakers(rows, normalized_folder)
+        # What the export records, so that inference can refuse raw audio
+        # and normalise enrolled speakers the same way.
+        from sercaf_toolkit.deployment.speakers import training_record
+
+        input_normalization = training_record(rows, normalized_folder)
         position = {id(row): index for index, row in enumerate(rows)}
         splits = {
             name: [normalized[position[id(row)]] for row in part]
@@ -641,6 +647,8 @@ def prepare_fold(
         if speaker_normalization
         else False
     )
+    if input_normalization is not None:
+        info["input_normalization"] = input_normalization
     info["counts"] = {name: len(part) for name, part in splits.items()}
     # The share of the non-test utterances that trains (1.0 without
     # validation): what the validation policy costs in training data. Under

@@ -3,10 +3,12 @@
 The folder holds ``hyperparams.yaml`` (the recipe's own ``model`` definition
 with every SSL stream built from its config instead of a hub id or local
 path), ``embedding_model.ckpt`` (all weights, SSL included) and
-``label_encoder.ckpt`` (the labels, in SpeechBrain's text format), and
-``checksums.json`` (the size and SHA-256 of those three, written last:
-``EmotionPredictor`` and ``sercaf predict`` refuse a folder that does not
-match it).
+``label_encoder.ckpt`` (the labels, in SpeechBrain's text format), for a
+model trained on speaker-normalised audio ``input_normalization.json``
+(what :mod:`sercaf_toolkit.deployment.speakers` needs to apply it at
+inference), and ``checksums.json`` (the size and SHA-256 of the others,
+written last: ``EmotionPredictor`` and ``sercaf predict`` refuse a
+folder that does not match it).
 SpeechBrain's ``EncoderClassifier.from_hparams(source=folder, savedir=...)``
 loads it offline, from any working directory, and its ``classify_file`` /
 ``classify_batch`` give the trained model's labels.
@@ -19,12 +21,14 @@ Authors
 """
 
 import io
+import json
 import os
 
 import ruamel.yaml
 import torch
 from hyperpyyaml import resolve_references
 
+from sercaf_toolkit.deployment.speakers import RECORD_FILE
 from sercaf_toolkit.hparams import compose_hparams, drop_comments, only_chosen
 from sercaf_toolkit.integrity import write_checksums
 
@@ -32,7 +36,7 @@ _INFERENCE_PART = """
 # SpeechBrain's EncoderClassifier calls compute_features(wavs), then
 # mean_var_norm(feats, wav_lens), then embedding_model(feats, wav_lens):
 # the model takes raw waveforms, so the first two pass them through.
-compute_features: !new:sercaf_toolkit.lobes.PassThrough
+compute_features: !new:{compute_features}
 mean_var_norm: !new:sercaf_toolkit.lobes.PassThrough
 classifier: !ref <embedding_model.classifier>
 label_encoder: !apply:sercaf_toolkit.data.label_encoder_of_size [{n_labels}]
@@ -58,10 +62,40 @@ EXPORTED_FILES = (
     "embedding_model.ckpt",
     "label_encoder.ckpt",
 )
+# What a folder's compute_features is: a pass-through, or, for a model
+# trained on speaker-normalised audio, a guard that refuses raw audio in
+# SpeechBrain's EncoderClassifier (EmotionPredictor normalises first).
+_RAW_INPUT = "sercaf_toolkit.lobes.PassThrough"
+_NORMALIZED_INPUT = "sercaf_toolkit.deployment.speakers.SpeakerNormalizedInput"
+
+
+def run_input_normalization(output_folder):
+    """The speaker normalisation a run's data was prepared with, or None.
+
+    Reads the ``input_normalization`` that ``prepare_fold`` writes into
+    the run's ``split_info.json``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run_input_normalization(tempfile.mkdtemp()) is None
+    True
+    """
+    path = os.path.join(output_folder, "split_info.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as source:
+        return json.load(source).get("input_normalization") or None
 
 
 def export_model(
-    hparams_file, overrides, model, label_encoder, folder, model_key="model"
+    hparams_file,
+    overrides,
+    model,
+    label_encoder,
+    folder,
+    model_key="model",
+    input_normalization=None,
 ):
     """Writes a trained model as a self-contained inference folder.
 
@@ -80,6 +114,11 @@ def export_model(
         The folder to write (created if needed).
     model_key : str
         The key of the model in the recipe's YAML.
+    input_normalization : dict, optional
+        The speaker normalisation the model was trained with (see
+        :func:`sercaf_toolkit.deployment.speakers.training_record`):
+        written to ``input_normalization.json``, and the folder refuses
+        raw audio. None: a model trained on raw audio.
 
     Returns
     -------
@@ -119,9 +158,24 @@ def export_model(
         )
         out.write("\n# Load only model folders you trust: YAML can run code.\n")
         out.write(model_part.getvalue())
-        out.write(_INFERENCE_PART.format(n_labels=len(label_encoder)))
+        out.write(
+            _INFERENCE_PART.format(
+                n_labels=len(label_encoder),
+                compute_features=_NORMALIZED_INPUT
+                if input_normalization
+                else _RAW_INPUT,
+            )
+        )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, os.path.join(folder, "embedding_model.ckpt"))
     label_encoder.save(os.path.join(folder, "label_encoder.ckpt"))
-    write_checksums(folder, EXPORTED_FILES)
+    files = EXPORTED_FILES
+    record_path = os.path.join(folder, RECORD_FILE)
+    if input_normalization:
+        with open(record_path, "w", encoding="utf-8") as out:
+            json.dump(input_normalization, out, indent=1)
+        files += (RECORD_FILE,)
+    elif os.path.exists(record_path):  # a folder exported again, raw now
+        os.remove(record_path)
+    write_checksums(folder, files)
     return folder

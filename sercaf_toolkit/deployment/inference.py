@@ -5,10 +5,15 @@ folder (such as a recipe's ``inference/``) and returns one record per file,
 or, for recordings longer than ``long_threshold`` seconds, an emotion
 timeline: overlapping windows are classified, the recording is tiled into
 one segment per window (boundaries halfway between window centres), and
-adjacent segments with the same label are merged. A record's ``flag``
+adjacent segments with the same label are merged; or, with ``segment="vad"``
+(the default), speech is found with a voice-activity detector
+(:mod:`~sercaf_toolkit.deployment.segmentation`) and only speech segments
+are labelled, the rest marked ``non-speech``. A record's ``flag``
 says when its label means little (``too_short``, ``silent``) or that the
-file held no audio (``empty``). ``sercaf predict`` is the same thing on
-the command line.
+file held no audio (``empty``) or no speech (``no_speech``). A model
+trained on speaker-normalised audio needs enrolment audio of the speaker
+(``speaker_audio``, see :mod:`~sercaf_toolkit.deployment.speakers`).
+``sercaf predict`` is the same thing on the command line.
 
 Authors
  * sercaf-toolkit developers 2026
@@ -29,6 +34,17 @@ from sercaf_toolkit.data import (
     audio_extensions,
     is_empty_audio,
     read_checked,
+)
+from sercaf_toolkit.deployment.segmentation import (
+    MAX_SEGMENT,
+    MIN_GAP,
+    SEGMENT_MODES,
+    speech_segments,
+)
+from sercaf_toolkit.deployment.speakers import (
+    SpeakerNormalizer,
+    read_record,
+    refusal,
 )
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.integrity import CHECKSUMS, damage
@@ -108,6 +124,47 @@ def _read_list(path):
             "file with one audio path per line"
         ) from error
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def read_speaker_list(path):
+    """``(path, speaker)`` pairs of a ``.csv`` list with a speaker column.
+
+    The header names a ``path`` column and, optionally, a ``speaker``
+    column; relative paths start from the current folder, as in
+    :func:`expand_inputs`.
+
+    Raises
+    ------
+    UserError
+        When the file cannot be read or has no ``path`` column.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> listing = os.path.join(tempfile.mkdtemp(), "list.csv")
+    >>> _ = open(listing, "w").write("path,speaker\\na.wav,ann\\nb.wav,bo\\n")
+    >>> read_speaker_list(listing)
+    [('a.wav', 'ann'), ('b.wav', 'bo')]
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as listing:
+            rows = list(csv.DictReader(listing))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UserError(
+            f"list file {path}: cannot read it ({reason}); give a CSV file "
+            "with path and speaker columns"
+        ) from error
+    if not rows or "path" not in rows[0]:
+        raise UserError(
+            f"list file {path}: no path column (or no rows); give a CSV "
+            "file whose header names path and speaker columns"
+        )
+    return [
+        (row["path"].strip(), (row.get("speaker") or "").strip())
+        for row in rows
+        if (row["path"] or "").strip()
+    ]
 
 
 def window_spans(duration, window, hop):
@@ -286,6 +343,29 @@ class EmotionPredictor:
     savedir : str, optional
         Where SpeechBrain links the model files (default: a temporary
         folder removed with the predictor).
+    segment : str
+        How long recordings are cut: ``"vad"`` (speech segments found by
+        a voice-activity detector; needs the ``vad`` extra) or
+        ``"window"`` (fixed windows, ``window`` and ``hop``).
+    min_gap, max_segment : float
+        With ``segment="vad"``: pauses shorter than ``min_gap`` seconds
+        are merged into the speech, speech longer than ``max_segment``
+        seconds is split.
+    speaker_audio : list of str or dict, optional
+        Enrolment audio for a model trained on speaker-normalised audio:
+        files, folders or lists of one speaker, or a dict speaker ->
+        such inputs (then :meth:`predict` takes ``speakers``). Refused for
+        a model trained on raw audio; required for a normalised one.
+    speaker_cache : str, optional
+        Where enrolment statistics are cached (default
+        :func:`~sercaf_toolkit.deployment.speakers.default_cache_folder`).
+
+    Raises
+    ------
+    UserError
+        For a speaker-normalised model without ``speaker_audio`` (before
+        the model loads), enrolment audio that cannot be read, or
+        ``speaker_audio`` for a model trained on raw audio.
     """
 
     def __init__(
@@ -298,6 +378,11 @@ class EmotionPredictor:
         long_threshold=30.0,
         min_seconds=MIN_SECONDS,
         savedir=None,
+        segment="vad",
+        min_gap=MIN_GAP,
+        max_segment=MAX_SEGMENT,
+        speaker_audio=None,
+        speaker_cache=None,
     ):
         from sercaf_toolkit.deployment.onnx_runtime import (
             OnnxModel,
@@ -306,6 +391,19 @@ class EmotionPredictor:
 
         if hop <= 0 or window <= 0 or hop > window:
             raise ValueError("need 0 < hop <= window")
+        if segment not in SEGMENT_MODES:
+            raise UserError(
+                f"segment {segment!r}: give one of {', '.join(SEGMENT_MODES)}"
+            )
+        if segment == "vad":
+            from sercaf_toolkit.deployment.segmentation import require_vad
+
+            require_vad()
+        # A folder's record is read before the model loads (an ONNX
+        # file's from its metadata once loaded): a normalised model without
+        # enrolment audio, or the reverse, is a mistake whatever the audio.
+        if not is_onnx_path(model_dir):
+            _check_enrolment(model_dir, read_record(model_dir), speaker_audio)
         self._tmp = None
         # An ONNX file is one file, checked by onnxruntime when it loads;
         # the checksums guard the several files of a model folder.
@@ -314,7 +412,10 @@ class EmotionPredictor:
         if is_onnx_path(model_dir):
             self.onnx = OnnxModel(model_dir, device=device)
             self.labels = list(self.onnx.labels)
+            record = self.onnx.input_normalization
+            _check_enrolment(model_dir, record, speaker_audio)
         else:
+            record = read_record(model_dir)
             self._load_folder(model_dir, device, savedir)
         self.device = device
         self.batch_size = batch_size
@@ -322,6 +423,66 @@ class EmotionPredictor:
         self.hop = hop
         self.long_threshold = long_threshold
         self.min_seconds = min_seconds
+        self.segment = segment
+        self.min_gap = min_gap
+        self.max_segment = max_segment
+        self.input_normalization = record
+        self.normalizer = None
+        self._gains = {}
+        if record:
+            self._enrol(record, speaker_audio, speaker_cache)
+
+    def _enrol(self, record, speaker_audio, speaker_cache):
+        """Each speaker's gains, from the enrolment audio."""
+        self.normalizer = SpeakerNormalizer(record, speaker_cache)
+        if not isinstance(speaker_audio, dict):
+            speaker_audio = {None: speaker_audio}
+        for speaker, inputs in speaker_audio.items():
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            paths = expand_inputs(inputs)
+            name = speaker or "enrolled"
+            if not paths:
+                raise UserError(
+                    f"speaker audio {' '.join(map(str, inputs))}: no audio "
+                    "files; give files or folders of the speaker's audio"
+                )
+            for path in paths:
+                try:
+                    read_checked(path)
+                except AudioError as error:
+                    raise UserError(
+                        f"speaker audio of {name}: {error}; give readable "
+                        "audio files of the speaker"
+                    ) from error
+            self._gains[speaker] = self.normalizer.gains(paths, name)
+        if self.classifier is not None:
+            # The folder's guard lets audio through: it is normalised here.
+            self.classifier.mods.compute_features.normalized = True
+
+    def normalize(self, wav, speaker=None):
+        """The model's input for a raw 16 kHz waveform.
+
+        Unchanged for a model trained on raw audio; for a speaker-normalised
+        one, filtered by the gains of ``speaker`` (a key of the
+        ``speaker_audio`` dict; None: the one enrolled speaker).
+
+        Raises
+        ------
+        UserError
+            For a speaker without enrolment audio.
+        """
+        if self.normalizer is None:
+            return wav
+        if speaker not in self._gains:
+            if speaker is None and len(self._gains) == 1:
+                speaker = next(iter(self._gains))
+            else:
+                raise UserError(
+                    f"speaker {speaker}: no enrolment audio; give "
+                    "speaker_audio for every speaker"
+                )
+        return self.normalizer.apply(wav, self._gains[speaker])
 
     def _load_folder(self, model_dir, device, savedir):
         from speechbrain.inference.classifiers import EncoderClassifier
@@ -393,13 +554,14 @@ class EmotionPredictor:
             bar.close()
         return result
 
-    def _record(self, path, start, end, probs, error="", flag=""):
+    def _record(self, path, start, end, probs, error="", flag="", speech=""):
         probs = [float(p) for p in probs] if probs is not None else None
         best = max(range(len(probs)), key=probs.__getitem__) if probs else None
         record = {
             "path": path,
             "start": round(start, 3),
             "end": round(end, 3),
+            "speech": speech,
             "label": self.labels[best] if probs else "",
             "score": probs[best] if probs else None,
         }
@@ -547,6 +709,61 @@ class EmotionPredictor:
         ]
         return records, windows
 
+    def speech_timeline(self, wav, path=""):
+        """Emotion timeline of the speech of one long waveform.
+
+        Speech segments (see
+        :func:`~sercaf_toolkit.deployment.segmentation.speech_segments`)
+        are labelled; the spans between them get a ``non-speech`` record
+        without label or probabilities. A recording without speech gives
+        one ``non-speech`` record flagged ``no_speech``.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            1-D 16 kHz waveform (the model's input).
+        path : str
+            Name to put in the records.
+
+        Returns
+        -------
+        segments : list of dict
+            Records tiling ``[0, duration]`` in order (``speech`` says
+            ``speech`` or ``non-speech``).
+        windows : list of dict
+            The speech segments' records (for plots).
+        """
+        spans = speech_segments(wav, self.min_gap, self.max_segment)
+        speech = [(a, b) for a, b, is_speech in spans if is_speech]
+        pieces = [
+            wav[int(round(a * SAMPLE_RATE)) : int(round(b * SAMPLE_RATE))]
+            for a, b in speech
+        ]
+        probs = iter(self.probabilities(pieces)) if pieces else iter(())
+        duration = len(wav) / SAMPLE_RATE
+        records = []
+        for start, end, is_speech in spans:
+            if is_speech:
+                records.append(
+                    self._record(
+                        path,
+                        start,
+                        end,
+                        next(probs),
+                        flag=self._span_flag(wav, start, end, duration),
+                        speech="speech",
+                    )
+                )
+            else:
+                flag = "" if speech else "no_speech"
+                records.append(
+                    self._record(
+                        path, start, end, None, flag=flag, speech="non-speech"
+                    )
+                )
+        windows = [r for r in records if r["speech"] == "speech"]
+        return records, windows
+
     @staticmethod
     def _span_flag(wav, start, end, duration):
         """``silent`` for a silent stretch of a long recording."""
@@ -559,7 +776,7 @@ class EmotionPredictor:
         # Length is no concern here: the recording is long.
         return audio_flags(piece, min_seconds=0)
 
-    def predict(self, inputs, progress=False, expand=True):
+    def predict(self, inputs, progress=False, expand=True, speakers=None):
         """Labels every input; a bad file gets an error record.
 
         Arguments
@@ -572,6 +789,9 @@ class EmotionPredictor:
             Expand folders and lists; ``False``: ``inputs`` are already
             the files (as :func:`expand_inputs` returned them), each taken
             as it is.
+        speakers : dict, optional
+            Path -> speaker (a key of ``speaker_audio``), for a
+            speaker-normalised model enrolled with several speakers.
 
         Returns
         -------
@@ -581,7 +801,10 @@ class EmotionPredictor:
             success. ``flag`` warns about the input, whether labelled or
             not: ``too_short`` (under ``min_seconds``), ``silent`` (peak
             under -60 dBFS; for a timeline, that segment), both joined by
-            ``;``, or ``empty`` (no samples: an error row); else empty.
+            ``;``, ``empty`` (no samples: an error row) or ``no_speech``
+            (a long recording in which the VAD found no speech); else
+            empty. ``speech`` is ``speech`` or ``non-speech`` in a VAD
+            timeline, else empty.
         report : dict
             ``files``, ``failures``, ``flags`` (rows per flag value),
             ``audio_seconds``, ``wall_seconds``, ``real_time_factor``,
@@ -594,12 +817,52 @@ class EmotionPredictor:
         waveforms, records_by_path, windows_by_path = {}, {}, {}
         for path in _progress(paths, progress, "reading"):
             try:
-                waveforms[path] = read_checked(path)
+                waveforms[path] = self.normalize(
+                    read_checked(path), (speakers or {}).get(path)
+                )
             except AudioError as error:
                 flag = "empty" if is_empty_audio(path) else ""
                 records_by_path[path] = [
                     self._record(path, 0.0, 0.0, None, str(error), flag)
                 ]
+        labelled, windows_by_path = self.label_waveforms(waveforms, progress)
+        records_by_path.update(labelled)
+        records = [r for path in paths for r in records_by_path.pop(path, [])]
+        audio = sum(len(w) for w in waveforms.values()) / SAMPLE_RATE
+        wall = time.time() - began
+        report = {
+            "files": len(paths),
+            "failures": sum(1 for r in records if r["error"]),
+            "flags": _count_flags(records),
+            "audio_seconds": audio,
+            "wall_seconds": wall,
+            "real_time_factor": wall / audio if audio else None,
+            "longest_seconds": max(
+                (len(w) / SAMPLE_RATE for w in waveforms.values()), default=0.0
+            ),
+            "windows": windows_by_path,
+        }
+        return records, report
+
+    def label_waveforms(self, waveforms, progress=False):
+        """Records of model-ready waveforms, as :meth:`predict` makes them.
+
+        Arguments
+        ---------
+        waveforms : dict
+            Name -> 1-D 16 kHz waveform (normalised already, see
+            :meth:`normalize`).
+        progress : bool
+            Show progress bars.
+
+        Returns
+        -------
+        records : dict
+            Name -> its records (one, or a long recording's timeline).
+        windows : dict
+            Name -> raw per-window records, for long recordings.
+        """
+        records_by_path, windows_by_path = {}, {}
         short = [
             p
             for p, wav in waveforms.items()
@@ -620,25 +883,23 @@ class EmotionPredictor:
             records_by_path[path] = [self._tiny_record(path, waveforms)]
         long_paths = [p for p in waveforms if p not in records_by_path]
         for path in _progress(long_paths, progress, "long recordings"):
-            segments, windows = self.timeline(waveforms[path], path)
+            if self.segment == "vad":
+                segments, windows = self.speech_timeline(waveforms[path], path)
+            else:
+                segments, windows = self.timeline(waveforms[path], path)
             records_by_path[path] = segments
             windows_by_path[path] = windows
-        records = [r for path in paths for r in records_by_path.pop(path, [])]
-        audio = sum(len(w) for w in waveforms.values()) / SAMPLE_RATE
-        wall = time.time() - began
-        report = {
-            "files": len(paths),
-            "failures": sum(1 for r in records if r["error"]),
-            "flags": _count_flags(records),
-            "audio_seconds": audio,
-            "wall_seconds": wall,
-            "real_time_factor": wall / audio if audio else None,
-            "longest_seconds": max(
-                (len(w) / SAMPLE_RATE for w in waveforms.values()), default=0.0
-            ),
-            "windows": windows_by_path,
-        }
-        return records, report
+        return records_by_path, windows_by_path
+
+
+def _check_enrolment(model, record, speaker_audio):
+    if record and not speaker_audio:
+        raise UserError(refusal(model, record))
+    if speaker_audio and not record:
+        raise UserError(
+            f"model {model} was trained on raw audio (no speaker "
+            "normalisation): it takes no speaker audio; leave it out"
+        )
 
 
 def _count_flags(records):

@@ -95,18 +95,40 @@ def export_onnx(model_dir, out_path, int8=False, check=True):
     require("onnx")
     require("onnxruntime")
     from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.speakers import read_record
 
-    predictor = EmotionPredictor(model_dir)
+    # The graph takes normalised audio as the folder's model does; the
+    # record travels in the metadata, so that the runtime refuses raw
+    # audio too. No enrolment is needed to export: the guard is lifted.
+    record = read_record(model_dir)
+    predictor = (
+        EmotionPredictor(model_dir, segment="window", speaker_audio=None)
+        if not record
+        else _unguarded_predictor(model_dir)
+    )
     return export_module(
         predictor.classifier.mods.embedding_model,
         predictor.labels,
         out_path,
         int8=int8,
         check=check,
+        input_normalization=record,
     )
 
 
-def export_module(model, labels, out_path, int8=False, check=True):
+def _unguarded_predictor(model_dir):
+    """A speaker-normalised folder loaded without enrolment (to export)."""
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+
+    predictor = EmotionPredictor.__new__(EmotionPredictor)
+    predictor._tmp = None
+    predictor._load_folder(model_dir, "cpu", None)
+    return predictor
+
+
+def export_module(
+    model, labels, out_path, int8=False, check=True, input_normalization=None
+):
     """Exports a model (in memory) as one ONNX file (optionally int8).
 
     Arguments
@@ -118,6 +140,9 @@ def export_module(model, labels, out_path, int8=False, check=True):
         The class labels, in output order.
     out_path, int8, check
         As for :func:`export_onnx`, which returns the same.
+    input_normalization : dict, optional
+        The speaker normalisation the model was trained with, kept in the
+        metadata (``input_normalization``, JSON).
     """
     require("onnx")
     require("onnxruntime")
@@ -147,6 +172,8 @@ def export_module(model, labels, out_path, int8=False, check=True):
             "outputs": "log_probs [batch, classes] float32",
             "quantisation": "dynamic int8" if int8 else "none",
         }
+        if input_normalization:
+            metadata["input_normalization"] = json.dumps(input_normalization)
         if int8:
             quantised = os.path.join(scratch, "int8.onnx")
             _quantise(fp32_path, quantised)

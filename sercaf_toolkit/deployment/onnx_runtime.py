@@ -126,6 +126,13 @@ class OnnxModel:
         self.labels = json.loads(metadata["labels"])
         self.metadata = dict(metadata)
         self.path = path
+        # The speaker normalisation the model was trained with, if any
+        # (see sercaf_toolkit.deployment.speakers).
+        self.input_normalization = (
+            json.loads(metadata["input_normalization"])
+            if metadata.get("input_normalization")
+            else None
+        )
 
     def log_probabilities(self, wavs, lens):
         """``[B, classes]`` log-probabilities of a padded waveform batch.

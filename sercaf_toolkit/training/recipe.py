@@ -55,7 +55,10 @@ from sercaf_toolkit.data import (
     read_manifest,
     write_manifest,
 )
-from sercaf_toolkit.deployment.export import export_model
+from sercaf_toolkit.deployment.export import (
+    export_model,
+    run_input_normalization,
+)
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.evaluation.results import write_run_outputs
 from sercaf_toolkit.hparams import (
@@ -581,6 +584,7 @@ def _train_test_export(
             hparams["model"],
             label_encoder,
             inference_folder,
+            input_normalization=run_input_normalization(output_folder),
         )
         summary = brain.test_summary
         print(
