@@ -91,7 +91,11 @@ def test_outputs_follow_the_recipe_contract(trained):
         "prob_happy",
         "prob_angry",
         "prob_sad",
+        "speaker",
+        "gender",
     ]
+    speaker_of = {r["ID"]: r["speaker"] for r in test_rows}
+    assert all(p["speaker"] == speaker_of[p["id"]] for p in predictions)
     for row in predictions:
         probs = [
             float(row[f"prob_{c}"])
