@@ -43,6 +43,7 @@ def run(recipe, *args, cwd):
     import types
 
     script = str(RECIPES / recipe / "train.py")
+    _drop_closed_log_handlers()
     stderr, code = io.StringIO(), 0
     argv, here = sys.argv, os.getcwd()
     try:
@@ -56,6 +57,28 @@ def run(recipe, *args, cwd):
         sys.argv = argv
         os.chdir(here)
     return types.SimpleNamespace(returncode=code, stderr=stderr.getvalue())
+
+
+def _drop_closed_log_handlers():
+    """Removes log handlers left writing to a stream that is closed.
+
+    An earlier test in this process may have run a recipe whose logging
+    set-up bound a handler to pytest's captured stderr of that test, now
+    closed: a record reaching it prints "--- Logging error ---" here,
+    which a fresh ``python train.py`` never would.
+    """
+    import logging
+
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if getattr(stream, "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
