@@ -15,7 +15,9 @@ others:
   hub ids (``facebook/...``, ``microsoft/...``) to tiny local models of the
   same family;
 - commands of the real-corpus recipes get overrides that make them quick
-  (one epoch, tiny widths) and ``sercaf cv`` runs fold 1 only;
+  (one epoch, tiny widths) and ``sercaf cv`` runs fold 1 only; the demo
+  recipe's commands train on 3 utterances per speaker and emotion (the
+  README's main job, run once for the whole module, on all 10);
 - a shell ``for`` loop over a grid (SSL models, encoders) runs for its
   first value only: every command of the loop body still runs, and the
   other values' code (the other hub models' families) is tested in
@@ -54,6 +56,8 @@ NOT_HERE = ("python -m pytest", "nccl", "cuda", "--master_addr", "--size base")
 CORPUS_RECIPE = re.compile(
     r"recipes/(IEMOCAP|EmoDB|CASIA|RAVDESS|Custom|MultiCorpus)/train\.py"
 )
+# Demo recipe commands: 3 of the 10 utterances per speaker and emotion.
+DEMO_QUICK = "--utterances_per_emotion=3"
 # "for x in a b c; do": the first value only (see the module docstring).
 FOR_LOOP = re.compile(r"^(for \w+ in \S+)(?: [^;]+)?(?=; do\b)")
 QUICK = (
@@ -123,6 +127,9 @@ def runnable(script, workspace):
         options = QUICK.split() + [
             f"--ssl_source={workspace}/hub/facebook/wav2vec2-base"
         ]
+        demo = "recipes/Demo" in line and "--help" not in line
+        if demo:
+            options.append(DEMO_QUICK)
         # Options the example gives itself are kept as written.
         quick = " ".join(
             o for o in options if o.split("=")[0] + "=" not in line
@@ -133,6 +140,8 @@ def runnable(script, workspace):
             line = line.replace(" -- ", f" --folds=1 -- {quick} ", 1)
         elif CORPUS_RECIPE.search(line):
             line = f"{line} {quick}"
+        elif demo and DEMO_QUICK.split("=")[0] + "=" not in line:
+            line = f"{line} {DEMO_QUICK}"
         lines.append(line)
     return "\n".join(lines)
 
