@@ -81,6 +81,11 @@ setup(
         # onnxruntime: tests/test_onnx.py (the ONNX export and runtime)
         "test": [
             "pytest>=8",
+            # two test processes (one per core; pyproject.toml's addopts):
+            # tiny-model training is interpreter-bound, and each test file
+            # stays in one process, in order (the docs test's examples
+            # build on each other)
+            "pytest-xdist>=3.5",
             "ruff",
             "opensmile",
             "onnx>=1.16",

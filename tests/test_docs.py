@@ -118,6 +118,9 @@ def runnable(script, workspace):
     """The shell example with the substitutions of the module docstring."""
     lines = []
     for line in script.replace("\\\n", " ").splitlines():
+        # The README's main job (its install prefix dropped) asks the
+        # workspace's run again, as written.
+        main_job = bool(INSTALL.search(line.strip()))
         line = INSTALL.sub("", line.strip())
         if not line or any(marker in line for marker in NOT_HERE):
             continue
@@ -127,7 +130,7 @@ def runnable(script, workspace):
         options = QUICK.split() + [
             f"--ssl_source={workspace}/hub/facebook/wav2vec2-base"
         ]
-        demo = "recipes/Demo" in line and "--help" not in line
+        demo = "recipes/Demo" in line and not main_job and "--help" not in line
         if demo:
             options.append(DEMO_QUICK)
         # Options the example gives itself are kept as written.
