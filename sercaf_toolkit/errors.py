@@ -17,3 +17,11 @@ class UserError(Exception):
     >>> str(UserError("unknown key number_of_epoch"))
     'unknown key number_of_epoch'
     """
+
+
+class SettingError(UserError, ValueError):
+    """A block given a setting it cannot take (a recipe key's value).
+
+    Raised while the model is built, before training writes anything; the
+    message names the recipe key and the fix.
+    """

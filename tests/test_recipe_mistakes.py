@@ -288,6 +288,11 @@ CASES = {
         ["hparams/caf.yaml", "--ssl_cache_precision=bf16"],
         ["--ssl_cache_precision=bf16", "fp16, fp32"],
     ),
+    "the probe pooling two streams": (
+        "Demo",
+        ["hparams/caf.yaml", "--fusion=probe"],
+        ["fusion: probe", "--streams=ssl"],
+    ),
     "negative SSL fine-tuning layers": (
         "Demo",
         ["hparams/caf.yaml", "--ssl_finetune_layers=-2"],
@@ -423,3 +428,23 @@ def test_override_types_follow_the_defaults(override, refused):
         check_override_types(composed, override)
     key, value = override.split(": ")
     assert str(raised.value).startswith(f"--{key}={value}:")
+
+
+def test_more_fine_tuning_layers_than_a_built_model_has_is_one_line(
+    workspace,
+):
+    """A model whose layer count is known only once it is built (the demo's
+    factory, a hub id): one line when it is built (the data is prepared by
+    then, the model and the run are not)."""
+    result = run(
+        "Demo",
+        "hparams/caf.yaml",
+        "--ssl_finetune_layers=99",
+        "--output_folder=results/too_many_layers",
+        cwd=workspace,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "--ssl_finetune_layers=99" in lines[0]
+    assert "transformer layers" in lines[0]
+    assert not (workspace / "results" / "too_many_layers" / "save").exists()

@@ -12,6 +12,7 @@ Authors
 
 import torch
 
+from sercaf_toolkit.errors import SettingError
 from sercaf_toolkit.lobes.masking import MaskedPooling
 
 
@@ -102,9 +103,9 @@ class ProbePooling(torch.nn.Module):
     def __init__(self, input_sizes, output_size=256):
         super().__init__()
         if len(input_sizes) != 1:
-            raise ValueError(
-                "ProbePooling takes one stream (streams: ssl), "
-                f"got {len(input_sizes)}"
+            raise SettingError(
+                f"fusion: probe pools one stream and got {len(input_sizes)}; "
+                "add --streams=ssl (as hparams/frozen_probe.yaml does)"
             )
         self.linear = torch.nn.Linear(int(input_sizes[0]), output_size)
         self.pooling = MaskedPooling("mean")

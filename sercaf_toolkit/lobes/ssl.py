@@ -14,6 +14,7 @@ import torch
 import transformers
 from transformers.masking_utils import create_bidirectional_mask
 
+from sercaf_toolkit.errors import SettingError
 from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
 from sercaf_toolkit.lobes.stream import Stream
 
@@ -293,9 +294,10 @@ class SSLStream(Stream):
         if finetune_layers is not None and not freeze:
             finetune_layers = int(finetune_layers)
             if not 0 <= finetune_layers <= num_layers:
-                raise ValueError(
-                    f"finetune_layers must be 0..{num_layers} for this "
-                    f"model, got {finetune_layers}"
+                raise SettingError(
+                    f"--ssl_finetune_layers={finetune_layers}: this SSL "
+                    f"model has {num_layers} transformer layers; give "
+                    f"0..{num_layers}"
                 )
             freeze = finetune_layers == 0
         else:

@@ -282,6 +282,7 @@ def load_recipe(argv, script_dir=None):
         )
     check_calibration(tree, validation)
     check_ssl_settings(tree)
+    check_probe_streams(tree)
     # Only the picked blocks: a run without an SSL stream checks no SSL model.
     check_blocks(tree)
     return hparams_file, run_opts, overrides, composed, tree
@@ -323,6 +324,35 @@ on the validation speakers, and validation: none has none; use \
             "calibrate: True fits the temperature on the validation "
             "speakers, and refit: True trains the tested model on them; "
             "use one of the two"
+        )
+
+
+def check_probe_streams(tree):
+    """Refuses ``fusion: probe`` over a stream set of other than one stream.
+
+    The probe pools one stream (``ProbePooling``); found here, before the
+    data is prepared, rather than when the model is built.
+
+    Example
+    -------
+    >>> sets = {"dual": ["a", "b"], "ssl": ["a"]}
+    >>> check_probe_streams({"fusion": "probe", "streams": "ssl",
+    ...                      "stream_sets": sets})
+    >>> check_probe_streams({"fusion": "probe", "streams": "dual",
+    ...                      "stream_sets": sets})
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: fusion: probe pools one stream and \
+streams: dual has 2; add --streams=ssl (as hparams/frozen_probe.yaml does)
+    """
+    if tree.get("fusion") != "probe":
+        return
+    streams = (tree.get("stream_sets") or {}).get(tree.get("streams"))
+    if isinstance(streams, list) and len(streams) != 1:
+        raise UserError(
+            f"fusion: probe pools one stream and streams: "
+            f"{tree.get('streams')} has {len(streams)}; add --streams=ssl "
+            "(as hparams/frozen_probe.yaml does)"
         )
 
 
