@@ -179,7 +179,6 @@ def test_every_option_has_a_help_text():
         "export-onnx",
         "evaluate",
         "table",
-        "compare",
     }
     for name, subparser in subparsers.choices.items():
         for action in subparser._actions:

@@ -31,7 +31,7 @@ def _save(figure, path):
 
 
 def plot_training_curves(history, path, selected_epoch=None):
-    """Loss, WA, UA (and F1 when recorded) per epoch, train and valid.
+    """Loss, WA, UA, F1 and CCCs (those recorded) per epoch, train and valid.
 
     Arguments
     ---------
@@ -63,13 +63,17 @@ def plot_training_curves(history, path, selected_epoch=None):
         with open(history, encoding="utf-8") as source:
             history = json.load(source)
     epochs = sorted(history, key=int)
-    keys = ["loss", "WA", "UA"]
-    if any(
-        "F1" in history[e].get(stage, {})
+    recorded = {
+        key
         for e in epochs
         for stage in ("train", "valid")
-    ):
-        keys.append("F1")
+        for key in history[e].get(stage, {})
+    }
+    keys = ["loss"]
+    if "UA" in recorded or "CCC" not in recorded:
+        keys += ["WA", "UA"] + (["F1"] if "F1" in recorded else [])
+    # A dimensional or joint run: its mean CCC and each dimension's.
+    keys += sorted(k for k in recorded if k.startswith("CCC"))
     plt = _pyplot()
     figure, axes = plt.subplots(
         1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False
@@ -86,7 +90,9 @@ def plot_training_curves(history, path, selected_epoch=None):
             _mark_selected(axis, history, int(selected_epoch), key)
         axis.set_title(key)
         axis.set_xlabel("epoch")
-        if key != "loss":
+        if key.startswith("CCC"):
+            axis.set_ylim(-1, 1)
+        elif key != "loss":
             axis.set_ylim(0, 1)
         axis.legend(fontsize=8, loc="best")
     return _save(figure, path)

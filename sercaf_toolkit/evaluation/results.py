@@ -24,7 +24,10 @@ import torch
 
 from sercaf_toolkit.data import read_manifest
 from sercaf_toolkit.evaluation import calibration
-from sercaf_toolkit.evaluation.metrics import EmotionMetrics
+from sercaf_toolkit.evaluation.metrics import (
+    EmotionMetrics,
+    dimension_figures,
+)
 from sercaf_toolkit.evaluation.plots import (
     plot_confusion_matrix,
     plot_reliability_diagram,
@@ -547,7 +550,13 @@ def breakdowns(labels, rows, predicted, groups_of):
 
 
 def write_test_outputs(
-    folder, labels, rows, extra=None, corpus_of=None, groups_of=None
+    folder,
+    labels,
+    rows,
+    extra=None,
+    corpus_of=None,
+    groups_of=None,
+    dimensions=None,
 ):
     """Writes ``test_metrics.json``, ``predictions.csv`` and two PNGs.
 
@@ -577,6 +586,16 @@ def write_test_outputs(
         :data:`BREAKDOWN_FIELDS` the corpus gives: adds those columns to
         ``predictions.csv`` and their figures to ``test_metrics.json`` (see
         :func:`breakdowns`).
+    dimensions : dict, optional
+        A dimensional or joint model's ``names`` (the dimensions),
+        ``rows`` (``(id, true values, predicted values)`` on the corpus's
+        scale) and optional ``scale``: adds ``<name>_true`` and
+        ``<name>_pred`` columns and the figures of
+        :func:`~sercaf_toolkit.evaluation.metrics.dimension_figures`
+        (``CCC``, ``CCC_<name>``, ``per_dimension``: CCC, Pearson, MAE),
+        and, by speaker and gender, each group's CCCs. With no ``labels``
+        (``task: dimensional``) only these are written: no class figures,
+        confusion matrix or reliability diagram.
 
     Returns
     -------
@@ -596,7 +615,18 @@ def write_test_outputs(
     >>> metrics = json.load(open(paths["metrics"]))  # no "z" to test on
     >>> metrics["per_class_recall"], metrics["F1_classes"]
     ({'x': 1.0, 'y': 0.0, 'z': None}, ['x', 'y'])
+    >>> values = {"names": ["arousal"], "rows": [
+    ...     ("a", [1.0], [1.5]), ("b", [3.0], [2.5]), ("c", [5.0], [4.0])]}
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), [], [],
+    ...                            dimensions=values)
+    >>> metrics = json.load(open(paths["metrics"]))
+    >>> round(metrics["CCC_arousal"], 4), sorted(paths)
+    (0.8696, ['metrics', 'predictions'])
     """
+    if not labels:
+        return _write_dimensional_outputs(
+            folder, dimensions, extra, corpus_of, groups_of
+        )
     os.makedirs(folder, exist_ok=True)
     paths = {
         "metrics": os.path.join(folder, "test_metrics.json"),
@@ -643,6 +673,10 @@ def write_test_outputs(
         for field in BREAKDOWN_FIELDS
         if any((groups_of.get(row[0]) or {}).get(field) for row in rows)
     ]
+    values_of = {}
+    if dimensions:
+        metrics.update(_dimension_metrics(dimensions, groups_of))
+        values_of = {row[0]: row for row in dimensions["rows"]}
     metrics.update(extra or {})
     with open(paths["metrics"], "w", encoding="utf-8") as out:
         json.dump(metrics, out, indent=2)
@@ -663,6 +697,7 @@ def write_test_outputs(
             + [f"prob_{label}" for label in labels]
             + (["corpus"] if corpus_of else [])
             + group_fields
+            + _dimension_columns(dimensions)
         )
         for (utt_id, target, probs), best in zip(rows, predicted):
             groups = groups_of.get(utt_id) or {}
@@ -671,6 +706,106 @@ def write_test_outputs(
                 + [f"{p:.6f}" for p in probs]
                 + ([corpus_of.get(utt_id, "")] if corpus_of else [])
                 + [groups.get(field, "") for field in group_fields]
+                + _dimension_cells(values_of.get(utt_id), dimensions)
+            )
+    return paths
+
+
+def _dimension_columns(dimensions):
+    """``arousal_true, arousal_pred, valence_true, ...`` (or none)."""
+    if not dimensions:
+        return []
+    return [
+        f"{name}_{kind}"
+        for name in dimensions["names"]
+        for kind in ("true", "pred")
+    ]
+
+
+def _dimension_cells(row, dimensions):
+    """One utterance's true and predicted values, as the columns say.
+
+    Written with 6 decimals: the figures are computed from the values the
+    file holds, so a reader's CCC of the columns is the one reported.
+    """
+    if not dimensions:
+        return []
+    _, true, predicted = row
+    return [f"{value:.6f}" for pair in zip(true, predicted) for value in pair]
+
+
+def _rounded(dimensions):
+    """The rows' values as ``predictions.csv`` holds them (6 decimals)."""
+    return [
+        (utt_id, [round(v, 6) for v in true], [round(v, 6) for v in pred])
+        for utt_id, true, pred in dimensions["rows"]
+    ]
+
+
+def _dimension_metrics(dimensions, groups_of):
+    """The dimensional figures of ``test_metrics.json`` (see above)."""
+    names = list(dimensions["names"])
+    rows = sorted(_rounded(dimensions))
+    figures = dimension_figures(
+        names, [r[1] for r in rows], [r[2] for r in rows]
+    )
+    result = {"dimensions": names, **figures}
+    if dimensions.get("scale") is not None:
+        result["dimension_scale"] = [float(v) for v in dimensions["scale"]]
+    for field in ("speaker", "gender"):
+        members = {}
+        for row in rows:
+            value = (groups_of.get(row[0]) or {}).get(field)
+            if value not in (None, ""):
+                members.setdefault(str(value), []).append(row)
+        if members:
+            result[f"dimensions_per_{field}"] = {
+                value: {
+                    key: figure
+                    for key, figure in dimension_figures(
+                        names, [r[1] for r in part], [r[2] for r in part]
+                    ).items()
+                    if key != "per_dimension"
+                }
+                | {"n": len(part)}
+                for value, part in sorted(members.items())
+            }
+    return result
+
+
+def _write_dimensional_outputs(folder, dimensions, extra, corpus_of, groups_of):
+    """``test_metrics.json`` and ``predictions.csv`` of dimensions alone."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "metrics": os.path.join(folder, "test_metrics.json"),
+        "predictions": os.path.join(folder, "predictions.csv"),
+    }
+    groups_of = groups_of or {}
+    rows = sorted(dimensions["rows"])
+    metrics = _dimension_metrics(dimensions, groups_of)
+    metrics.update(extra or {})
+    with open(paths["metrics"], "w", encoding="utf-8") as out:
+        json.dump(metrics, out, indent=2)
+    group_fields = [
+        field
+        for field in BREAKDOWN_FIELDS
+        if any((groups_of.get(row[0]) or {}).get(field) for row in rows)
+    ]
+    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["id"]
+            + (["corpus"] if corpus_of else [])
+            + group_fields
+            + _dimension_columns(dimensions)
+        )
+        for row in rows:
+            groups = groups_of.get(row[0]) or {}
+            writer.writerow(
+                [row[0]]
+                + ([corpus_of.get(row[0], "")] if corpus_of else [])
+                + [groups.get(field, "") for field in group_fields]
+                + _dimension_cells(row, dimensions)
             )
     return paths
 
@@ -697,10 +832,19 @@ def write_run_outputs(folder, brain, test_csv):
         row["ID"]: {f: row[f] for f in BREAKDOWN_FIELDS if row.get(f)}
         for row in manifest
     }
+    dimensions = None
+    if getattr(brain, "dimension_names", None):
+        regressor = brain._model().regressor
+        dimensions = {
+            "names": brain.dimension_names,
+            "rows": brain.test_dimension_rows,
+            "scale": [float(regressor.low), float(regressor.high)],
+        }
     paths = write_test_outputs(
         folder,
-        brain.label_names,
+        brain.label_names if getattr(brain, "has_classifier", True) else [],
         brain.test_rows,
+        dimensions=dimensions,
         extra={
             "selected_on": getattr(
                 brain, "selected_on", f"best valid {brain.selection_key}"
