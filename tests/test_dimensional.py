@@ -234,3 +234,106 @@ def test_task_picks_build_the_heads_and_refuse_what_cannot_run(tmp_path):
         load_recipe([emodb, "--task=dimensional", f"--data_folder={ROOT}"])
     with pytest.raises(UserError, match="task: dimensional has no classifier"):
         load_recipe([demo_yaml, "--task=dimensional", "--calibrate=True"])
+
+
+def test_iemocap_reads_the_vad_of_every_turn_for_dimensional(tmp_path):
+    from sercaf_toolkit.corpora import iemocap
+    from tests.mock_corpora import iemocap_vad, make_iemocap
+
+    four_class = make_iemocap(str(tmp_path / "IEMOCAP"))
+    root = str(tmp_path / "IEMOCAP")
+    categorical = iemocap.build_manifest(root)
+    assert not set(DIMENSIONS) & set(categorical[0])
+    joint = iemocap.build_manifest(root, task="joint")
+    assert [r["ID"] for r in joint] == [r["ID"] for r in categorical]
+    rows = iemocap.build_manifest(root, task="dimensional")
+    # Every turn with values, beyond the 4-class set (fru, xxx too).
+    assert len(rows) > len(four_class)
+    assert {"fru", "xxx"} <= {row["label"] for row in rows}
+    for row in rows:
+        valence, arousal, dominance = iemocap_vad(row["ID"])
+        assert (row["valence"], row["arousal"], row["dominance"]) == (
+            valence,
+            arousal,
+            dominance,
+        )
+    assert len({row["arousal"] for row in rows}) > 10  # not constant
+
+
+def test_msppodcast_official_partitions_classes_and_dimensions(tmp_path):
+    from sercaf_toolkit.corpora import msppodcast
+    from tests.mock_corpora import make_msppodcast
+
+    labels = make_msppodcast(str(tmp_path / "MSP"))
+    root = str(tmp_path / "MSP")
+    splits = msppodcast.prepare_msppodcast(root, str(tmp_path / "f1"), 1)
+    partition = {row["FileName"][:-4]: row["Split_Set"] for row in labels}
+    for name, expected in (
+        ("train", "Train"),
+        ("valid", "Development"),
+        ("test", "Test1"),
+    ):
+        assert {partition[row["ID"]] for row in splits[name]} == {expected}
+    used = [row for part in splits.values() for row in part]
+    # O and X are left out of the 8 classes, and counted.
+    assert {row["label"] for row in used} == set(msppodcast.VOCABULARY)
+    info = json.loads((tmp_path / "f1" / "split_info.json").read_text())
+    assert info["left_out"]["class O (other)"] > 0
+    assert info["left_out"]["partition Test3"] == 1
+    assert info["unknown_speaker_files"]["test"] > 0
+    unknown = [r for r in used if r["speaker"].startswith("unknown_")]
+    assert len({r["speaker"] for r in unknown}) == len(unknown)
+    # Dimensional: every file with values, O and X too, on 1-7.
+    splits = msppodcast.prepare_msppodcast(
+        root, str(tmp_path / "f2"), 2, task="dimensional"
+    )
+    assert {partition[row["ID"]] for row in splits["test"]} == {"Test2"}
+    by_name = {row["FileName"][:-4]: row for row in labels}
+    for row in splits["train"]:
+        assert row["arousal"] == float(by_name[row["ID"]]["EmoAct"])
+        assert row["valence"] == float(by_name[row["ID"]]["EmoVal"])
+    assert {"O", "X"} <= {
+        by_name[row["ID"]]["EmoClass"] for row in splits["train"]
+    }
+
+
+def test_msppodcast_says_which_partition_is_missing(tmp_path):
+    from sercaf_toolkit.corpora import msppodcast
+    from tests.mock_corpora import make_msppodcast
+
+    root = tmp_path / "MSP"
+    make_msppodcast(str(root), per_partition=4)
+    path = root / "Labels" / "labels_consensus.csv"
+    lines = path.read_text().splitlines()
+    path.write_text(
+        "\n".join(line for line in lines if ",Test2" not in line) + "\n"
+    )
+    with pytest.raises(UserError, match="partition.s. Test2 .Split_Set."):
+        msppodcast.prepare_msppodcast(str(root), str(tmp_path / "out"), 2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_custom_csv_gives_its_dimension_columns(tmp_path):
+    from sercaf_toolkit.corpora import custom
+    from tests.mock_corpora import tiny_wav
+
+    lines = ["path,label,speaker,arousal,valence"]
+    for index in range(4):
+        tiny_wav(str(tmp_path / f"{index}.wav"), seed=index)
+        lines.append(f"{index}.wav,calm,s{index % 2},{index + 1},{5 - index}")
+    csv_file = tmp_path / "corpus.csv"
+    csv_file.write_text("\n".join(lines) + "\n")
+    assert custom.dimensions_of(str(csv_file)) == ("arousal", "valence")
+    rows = custom.build_manifest(str(csv_file), task="dimensional")
+    assert [row["arousal"] for row in rows] == [1.0, 2.0, 3.0, 4.0]
+    assert "arousal" not in custom.build_manifest(str(csv_file))[0]
+    custom_yaml = str(ROOT / "recipes" / "Custom" / "hparams" / "caf.yaml")
+    with pytest.raises(UserError, match="Custom has no dominance"):
+        load_recipe(
+            [
+                custom_yaml,
+                "--task=dimensional",
+                f"--data_folder={csv_file}",
+                "--labels=[calm]",
+            ]
+        )

@@ -34,6 +34,7 @@ CORPUS_MODULES = {
     "RAVDESS": "ravdess",
     "CASIA": "casia",
     "IEMOCAP": "iemocap",
+    "MSPPodcast": "msppodcast",
     "Demo": "demo",
     "Expressive": "expressive",
     "Custom": "custom",
@@ -348,6 +349,9 @@ dimensional labels (arousal, valence, dominance); use a corpus that has \
     if task == "categorical":
         return
     given = getattr(module, "DIMENSIONS", ())
+    source = str((arguments or {}).get("data_folder", ""))
+    if hasattr(module, "dimensions_of") and os.path.isfile(source):
+        given = module.dimensions_of(**arguments)  # read from the data
     wanted = list(tree.get("dimensions") or ("arousal", "valence", "dominance"))
     name = getattr(module, "NAME", module.__name__)
     if not given:
