@@ -52,7 +52,8 @@ def corpus_module(name):
     Traceback (most recent call last):
     ...
     sercaf_toolkit.errors.UserError: unknown corpus 'ravdes'; did you mean \
-RAVDESS? (known: EmoDB, RAVDESS, CASIA, IEMOCAP, Demo, Expressive, Custom)
+RAVDESS? (known: EmoDB, RAVDESS, CASIA, IEMOCAP, MSPPodcast, Demo, Expressive, \
+Custom)
     """
     by_lower = {known.lower(): known for known in CORPUS_MODULES}
     known = by_lower.get(str(name).lower())

@@ -97,7 +97,7 @@ def dimensions_of(data_folder, **_):
     -------
     >>> import tempfile
     >>> path = tempfile.mktemp(suffix=".csv")
-    >>> _ = open(path, "w").write("path,label,speaker,valence,arousal\n")
+    >>> _ = open(path, "w").write("path,label,speaker,valence,arousal\\n")
     >>> dimensions_of(path)
     ('arousal', 'valence')
     """

@@ -144,7 +144,8 @@ def read_labels(label_file, builder, values=None):
     >>> import tempfile
     >>> from sercaf_toolkit.corpora.common import ManifestBuilder
     >>> path = tempfile.mktemp(suffix=".txt")
-    >>> line = "[6.29 - 8.23]\tSes01F_impro01_F000\tfru\t[2.0, 3.5, 3.0]\n"
+    >>> fields = ["[6.29 - 8.23]", "Ses01F_impro01_F000", "fru", "[2, 3.5, 3]"]
+    >>> line = chr(9).join(fields) + chr(10)
     >>> _ = open(path, "w").write(line)
     >>> values = {}
     >>> read_labels(path, ManifestBuilder("IEMOCAP"), values)
