@@ -506,6 +506,17 @@ class EmotionPredictor:
             if problem is None:
                 raise
             raise UserError(problem) from error
+        model = self.classifier.mods.embedding_model
+        if getattr(model, "classifier", True) is None:
+            # Its `classifier` is the regression head: classify_batch's
+            # "labels" would be argmaxes over dimensions, not emotions.
+            names = ", ".join(model.regressor.dimensions)
+            raise UserError(
+                f"{model_dir} holds a dimensional model ({names}); "
+                "EmotionPredictor and sercaf predict label categorical and "
+                "joint models only so far: read its values as "
+                "docs/dimensional.md shows"
+            )
         encoder = self.classifier.hparams.label_encoder
         self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
 
