@@ -337,3 +337,151 @@ def test_a_custom_csv_gives_its_dimension_columns(tmp_path):
                 "--labels=[calm]",
             ]
         )
+
+
+# Using a dimensional model: sercaf predict, timelines, ONNX, serve -------
+
+
+def run_test_files(run, count=4):
+    """The wav files and predictions.csv rows of a run's first tests."""
+    with open(run / "test.csv", newline="") as source:
+        wavs = {row["ID"]: row["wav"] for row in csv.DictReader(source)}
+    rows = read_predictions(run)[:count]
+    return [wavs[row["id"]] for row in rows], rows
+
+
+def test_sercaf_predict_gives_the_values_of_predictions_csv(
+    dimensional_run, tmp_path
+):
+    """The exported model's values are the test's, on the corpus scale;
+    a long recording gets values per window and a picture of them."""
+    from sercaf_toolkit import cli
+
+    files, rows = run_test_files(dimensional_run)
+    out = tmp_path / "values.csv"
+    model = dimensional_run / "inference"
+    args = ["predict", str(model), *files, "--out", str(out)]
+    assert cli.main([*args, "--segment", "window", "--no_progress"]) == 0
+    with open(out, newline="") as source:
+        records = list(csv.DictReader(source))
+    assert list(records[0]) == [
+        "path",
+        "start",
+        "end",
+        "speech",
+        *DIMENSIONS,
+        "flag",
+        "error",
+    ]
+    for record, row in zip(records, rows):
+        for name in DIMENSIONS:
+            assert float(record[name]) == pytest.approx(
+                float(row[f"{name}_pred"]), abs=1e-4
+            )
+    # A long recording: one value per window, each a window's own.
+    import soundfile
+
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+
+    long_wav = tmp_path / "long.wav"
+    waves = [soundfile.read(f, dtype="float32")[0] for f in files]
+    soundfile.write(long_wav, np.concatenate(waves * 2), 16000)
+    picture = tmp_path / "timeline.png"
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(model),
+                str(long_wav),
+                "--out",
+                str(tmp_path / "long.json"),
+                "--segment",
+                "window",
+                "--long_threshold",
+                "3",
+                "--window",
+                "2",
+                "--hop",
+                "1",
+                "--plot",
+                str(picture),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
+    segments = json.loads((tmp_path / "long.json").read_text())
+    predictor = EmotionPredictor(
+        str(model), segment="window", window=2, hop=1, long_threshold=3
+    )
+    _, windows = predictor.timeline(predictor.normalize(_read(long_wav)))
+    assert len(segments) == len(windows) > 3
+    assert [s["arousal"] for s in segments] == pytest.approx(
+        [w["arousal"] for w in windows]
+    )
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+
+
+def _read(path):
+    from sercaf_toolkit.data import read_checked
+
+    return read_checked(str(path))
+
+
+def test_onnx_carries_the_dimensions_and_serve_refuses_them(
+    dimensional_run, tmp_path
+):
+    pytest.importorskip("onnxruntime")
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.onnx_export import export_onnx
+    from sercaf_toolkit.deployment.onnx_runtime import OnnxModel
+
+    model = str(dimensional_run / "inference")
+    path = str(tmp_path / "dimensional.onnx")
+    export_onnx(model, path)
+    onnx = OnnxModel(path)
+    assert onnx.dimensions == DIMENSIONS
+    assert onnx.dimension_scale == [1.0, 5.0]
+    assert onnx.output_names == ["dimensions"]
+    files, _ = run_test_files(dimensional_run)
+    folder = EmotionPredictor(model, segment="window").predict(files)[0]
+    graph = EmotionPredictor(path, segment="window").predict(files)[0]
+    for ours, theirs in zip(graph, folder):
+        assert set(ours) == set(theirs)
+        for name in DIMENSIONS:
+            assert ours[name] == pytest.approx(theirs[name], abs=1e-4)
+    with pytest.raises(UserError, match="serve answers classes only"):
+        from sercaf_toolkit.deployment.service import create_app
+
+        create_app(EmotionPredictor(path, segment="window"))
+
+
+def test_a_joint_onnx_graph_gives_classes_and_dimensions(tmp_path):
+    """No training: an untrained joint model's graph equals PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    from sercaf_toolkit.deployment.inference import EmotionPredictor
+    from sercaf_toolkit.deployment.onnx_export import export_module
+    from sercaf_toolkit.deployment.onnx_runtime import OnnxModel
+
+    torch.manual_seed(0)
+    model = tiny_model("joint").eval()
+    labels = ["ang", "hap", "neu", "sad"]
+    path = str(tmp_path / "joint.onnx")
+    result = export_module(model, labels, path)
+    assert result["max_difference"] < 1e-4
+    onnx = OnnxModel(path)
+    assert onnx.output_names == ["log_probs", "dimensions"]
+    wavs = 0.1 * torch.randn(2, 20000)
+    lens = torch.tensor([1.0, 0.7])
+    log_probs, values = onnx.outputs(wavs, lens)
+    with torch.no_grad():
+        assert torch.allclose(
+            log_probs, model.log_probabilities(wavs, lens), atol=1e-4
+        )
+        assert torch.allclose(values, model.dimensions(wavs, lens), atol=1e-4)
+    predictor = EmotionPredictor(path, segment="window")
+    records, _ = predictor.label_waveforms({"a": wavs[0]})
+    record = records["a"][0]
+    assert list(record)[4:6] == ["label", "score"]
+    assert record["label"] in labels
+    assert record["arousal"] == pytest.approx(float(values[0, 0]), abs=1e-4)
