@@ -37,6 +37,31 @@ from sercaf_toolkit.evaluation.plots import (
 METRICS = ("WA", "UA", "F1")
 
 
+def run_figures(metrics):
+    """The figures of a run's ``test_metrics.json`` summed up over runs.
+
+    WA, UA and F1 of a model with classes; ``CCC`` (the mean over
+    dimensions) and ``CCC_<dimension>`` of one with dimensions; both of a
+    joint model. A categorical run gives :data:`METRICS` alone, as it did
+    before dimensions existed.
+
+    Example
+    -------
+    >>> run_figures({"WA": 0.7, "UA": 0.6, "F1": 0.5, "labels": ["a"]})
+    {'WA': 0.7, 'UA': 0.6, 'F1': 0.5}
+    >>> run_figures({"CCC": 0.4, "CCC_arousal": 0.5, "CCC_valence": 0.3,
+    ...              "dimensions": ["arousal", "valence"]})
+    {'CCC': 0.4, 'CCC_arousal': 0.5, 'CCC_valence': 0.3}
+    """
+    keys = [k for k in METRICS if k in metrics]
+    if "CCC" in metrics:
+        dimensions = metrics.get("dimensions") or [
+            k[4:] for k in metrics if k.startswith("CCC_")
+        ]
+        keys += ["CCC"] + [f"CCC_{name}" for name in dimensions]
+    return {k: metrics[k] for k in keys}
+
+
 def _mean_std(values):
     """Mean and sample standard deviation; ``None`` for a single value.
 
@@ -85,13 +110,20 @@ def _aggregate(done):
     """
     folds = sorted({fold for _, fold in done})
     seeds = sorted({seed for seed, _ in done}, key=str)
+    # The figures every run has (WA, UA, F1; CCCs of runs with dimensions),
+    # in the first run's order.
+    keys = [
+        k
+        for k in next(iter(done.values()), {})
+        if all(k in m for m in done.values())
+    ]
     result = {
         "folds": {
             str(fold): {
                 k: statistics.fmean(
                     m[k] for (s, f), m in done.items() if f == fold
                 )
-                for k in METRICS
+                for k in keys
             }
             for fold in folds
         }
@@ -99,7 +131,7 @@ def _aggregate(done):
     if not done:
         return result
     over_folds = {
-        k: _mean_std([m[k] for m in result["folds"].values()]) for k in METRICS
+        k: _mean_std([m[k] for m in result["folds"].values()]) for k in keys
     }
     result["mean"] = {k: v[0] for k, v in over_folds.items()}
     result["std"] = {k: v[1] for k, v in over_folds.items()}
@@ -109,12 +141,12 @@ def _aggregate(done):
                 k: statistics.fmean(
                     m[k] for (s, _), m in done.items() if s == seed
                 )
-                for k in METRICS
+                for k in keys
             }
             for seed in seeds
         }
         over_seeds = {
-            k: _mean_std([m[k] for m in per_seed.values()]) for k in METRICS
+            k: _mean_std([m[k] for m in per_seed.values()]) for k in keys
         }
         result["seeds"] = {
             "per_seed": per_seed,
@@ -124,8 +156,22 @@ def _aggregate(done):
     return result
 
 
-def _pooled(rows, labels):
-    """Metrics of prediction rows together, and their summary."""
+def _pooled(rows, labels, dimensions=()):
+    """Metrics of prediction rows together, and their summary.
+
+    Rows with ``<dimension>_true``/``_pred`` columns (``dimensions``) add
+    the CCCs of all of them together; without ``labels`` (dimensional
+    runs) those are all.
+    """
+    figures = {}
+    if dimensions:
+        true = [[float(r[f"{n}_true"]) for n in dimensions] for r in rows]
+        pred = [[float(r[f"{n}_pred"]) for n in dimensions] for r in rows]
+        ccc = dimension_figures(dimensions, true, pred)
+        figures = {"CCC": ccc["CCC"]}
+        figures.update({f"CCC_{n}": ccc[f"CCC_{n}"] for n in dimensions})
+    if not labels:
+        return figures
     pooled = EmotionMetrics(labels)
     index = {label: i for i, label in enumerate(labels)}
     pooled.append(
@@ -138,6 +184,7 @@ def _pooled(rows, labels):
         **_test_metrics(summary),
         "labels": labels,
         "confusion_matrix": summary["confusion_matrix"],
+        **figures,
     }
 
 
@@ -161,11 +208,14 @@ def summarize_runs(runs, picture=None, title=""):
         seed and fold), ``missing``, ``mean``/``std`` over folds,
         ``seeds`` with ``mean``/``std`` over the per-seed means (when
         several seeds ran), ``pooled`` figures of all test predictions
-        together, ``system`` (from the first run's ``run_info.json``)
+        together (WA, UA and F1 of runs with classes; ``CCC`` and
+        ``CCC_<dimension>`` of runs with dimensions), ``system`` (from
+        the first run's ``run_info.json``)
         and, for runs tested on several corpora (``per_corpus`` in their
         metrics), the same figures of each test corpus in ``per_corpus``.
     """
     done, missing, rows, labels, system = {}, [], [], None, {}
+    dimensions = ()
     by_corpus, by_group = {}, {}
     for (seed, fold), folder in sorted(
         runs.items(), key=lambda item: (str(item[0][0]), item[0][1])
@@ -174,19 +224,21 @@ def summarize_runs(runs, picture=None, title=""):
         if run is None:
             missing.append([seed, fold])
             continue
-        done[(seed, fold)] = {k: run["metrics"][k] for k in METRICS}
+        done[(seed, fold)] = run_figures(run["metrics"])
         for corpus, figures in run["metrics"].get("per_corpus", {}).items():
-            by_corpus.setdefault(corpus, {})[(seed, fold)] = {
-                k: figures[k] for k in METRICS
-            }
+            by_corpus.setdefault(corpus, {})[(seed, fold)] = run_figures(
+                figures
+            )
         for field in BREAKDOWN_FIELDS:
             for value, figures in (
                 run["metrics"].get(f"per_{field}") or {}
             ).items():
-                by_group.setdefault(field, {}).setdefault(value, []).append(
-                    figures["UA"]
-                )
-        labels = run["metrics"]["labels"]
+                if "UA" in figures:  # a dimensional run's have no UA
+                    by_group.setdefault(field, {}).setdefault(value, []).append(
+                        figures["UA"]
+                    )
+        labels = run["metrics"].get("labels")
+        dimensions = run["metrics"].get("dimensions") or ()
         rows.extend(run["rows"])
         system = system or run["info"]
     result = {
@@ -203,7 +255,7 @@ def summarize_runs(runs, picture=None, title=""):
     }
     if not done:
         return result
-    result["pooled"] = _pooled(rows, labels)
+    result["pooled"] = _pooled(rows, labels, dimensions)
     if by_group:
         result.update(_group_summary(by_group))
     if by_corpus:
@@ -213,11 +265,12 @@ def summarize_runs(runs, picture=None, title=""):
                 "pooled": _pooled(
                     [row for row in rows if row.get("corpus") == corpus],
                     labels,
+                    dimensions,
                 ),
             }
             for corpus, corpus_done in sorted(by_corpus.items())
         }
-    if picture is not None:
+    if picture is not None and labels:
         plot_confusion_matrix(
             result["pooled"]["confusion_matrix"], labels, picture, title=title
         )
@@ -307,7 +360,18 @@ def results_table(summary, marks=None, legend=""):
     >>> print(results_table({"experiments": {"caf": {"folds": {},
     ...     "missing": [[None, 1]]}}}).splitlines()[-1])
     | caf | - | - | - | - | - | - | - | - | - | - | 0/1 |
+
+    Experiments with dimensions add CCC columns (and "-" in the class
+    columns of a dimensional one):
+
+    >>> part = {"mean": {"CCC": 0.5, "CCC_arousal": 0.6},
+    ...         "std": {"CCC": 0.1, "CCC_arousal": None},
+    ...         "pooled": {"CCC": 0.45}, "folds": {"1": {}}, "missing": []}
+    >>> print(results_table({"experiments": {"dim": part}}).splitlines()[-1])
+    | dim | - | - | - | - | - | - | - | - | - | - | 0.500 ± 0.100 | \
+0.600 ± n/a | 0.450 | 1/1 |
     """
+    dimensions = _table_dimensions(summary)
     lines = [
         "# Cross-validation results",
         "",
@@ -322,19 +386,76 @@ def results_table(summary, marks=None, legend=""):
         "",
         "| experiment | SSL model | scratch encoder | fusion | WA | UA "
         "| worst speaker UA | F1 | UA over seeds | pooled WA | pooled UA "
-        "| folds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        + "".join(f"| {title} " for title in _ccc_titles(dimensions))
+        + "| folds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + "---|" * len(_ccc_titles(dimensions)),
     ]
+    if dimensions is not None:
+        lines[2] += (
+            " CCC: the concordance correlation coefficient (-1 to 1, not "
+            "in %) of the dimensions, mean ± standard deviation as for the "
+            "others; CCC is the mean over dimensions, pooled CCC that of "
+            "all test predictions together."
+        )
     for stem, result in summary["experiments"].items():
         lines.append(
-            _table_row(stem, result, result, (marks or {}).get(stem, {}))
+            _table_row(
+                stem, result, result, (marks or {}).get(stem, {}), dimensions
+            )
         )
         # Runs tested on several corpora: one more row per test corpus.
         for corpus, part in (result.get("per_corpus") or {}).items():
-            lines.append(_table_row(f"{stem}: test {corpus}", result, part))
+            lines.append(
+                _table_row(
+                    f"{stem}: test {corpus}", result, part, None, dimensions
+                )
+            )
     if legend:
         lines += ["", legend]
     return "\n".join(lines) + "\n"
+
+
+def _table_dimensions(summary):
+    """The dimensions of a summary's experiments (None: none has CCC)."""
+    parts = [
+        part
+        for result in summary["experiments"].values()
+        for part in (result, *(result.get("per_corpus") or {}).values())
+    ]
+    keys = [k for part in parts for k in (part.get("mean") or {})]
+    if "CCC" not in keys:
+        return None
+    return list(dict.fromkeys(k[4:] for k in keys if k.startswith("CCC_")))
+
+
+def _ccc_titles(dimensions):
+    """The CCC columns' titles; none for a table without dimensions."""
+    if dimensions is None:
+        return []
+    return ["CCC", *(f"CCC {name}" for name in dimensions), "pooled CCC"]
+
+
+def _coefficient(part, key):
+    """``mean ± std`` of a CCC (a coefficient, not in %); "-" if absent.
+
+    Example
+    -------
+    >>> _coefficient({"mean": {"CCC": 0.5}, "std": {"CCC": 0.02}}, "CCC")
+    '0.500 ± 0.020'
+    """
+    if key not in part.get("mean", {}):
+        return "-"
+    std = part["std"].get(key)
+    spread = "n/a" if std is None else f"{std:.3f}"
+    return f"{part['mean'][key]:.3f} ± {spread}"
+
+
+def _marked(text, mark):
+    """A cell in bold (``"best"``) or with ``≈`` (``"same"``)."""
+    if text == "-" or mark is None:
+        return text
+    return f"**{text}**" if mark == "best" else f"{text} ≈"
 
 
 def breakdown_section(summary):
@@ -392,13 +513,16 @@ def breakdown_section(summary):
 SCRATCH_ENCODERS = ("DPCNN", "TextRCNN")
 
 
-def _table_row(name, result, part, marks=None):
+def _table_row(name, result, part, marks=None, dimensions=None):
     """One row of :func:`results_table`: ``part``'s figures (the whole
-    experiment's, or one test corpus's), ``result``'s system, and the
-    ``marks`` of its cells (metric -> ``"best"`` or ``"same"``)."""
+    experiment's, or one test corpus's), ``result``'s system, the
+    ``marks`` of its cells (metric -> ``"best"`` or ``"same"``) and, with
+    ``dimensions``, its CCC cells."""
     marks = marks or {}
 
     def cell(key):
+        if key not in part["mean"]:  # a dimensional run: no classes
+            return "-"
         text = _figure(part, key)
         mark = marks.get(key)
         return (
@@ -421,8 +545,9 @@ def _table_row(name, result, part, marks=None):
     if source:
         ssl = f"{ssl} ({source})"
     scratch = ", ".join(scratch)
+    n_ccc = len(_ccc_titles(dimensions))
     if "mean" not in part:
-        cells = ["-"] * 7
+        cells = ["-"] * (7 + n_ccc)
     else:
         seeds = part.get("seeds")
         worst = part.get("worst_speaker")
@@ -436,11 +561,21 @@ def _table_row(name, result, part, marks=None):
             + [cell("F1")]
             + [
                 f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
-                if seeds
-                else "1 seed"
+                if seeds and "UA" in part["mean"]
+                else ("1 seed" if "UA" in part["mean"] else "-")
             ]
-            + [f"{100 * part['pooled'][k]:.1f}" for k in ("WA", "UA")]
+            + [
+                f"{100 * part['pooled'][k]:.1f}" if k in part["pooled"] else "-"
+                for k in ("WA", "UA")
+            ]
         )
+        if dimensions is not None:
+            pooled = part["pooled"].get("CCC")
+            cells += (
+                [_marked(_coefficient(part, "CCC"), marks.get("CCC"))]
+                + [_coefficient(part, f"CCC_{n}") for n in dimensions]
+                + ["-" if pooled is None else f"{pooled:.3f}"]
+            )
     n_done = len(part["folds"])
     if part is result:
         missing = {f for _, f in result["missing"]}
