@@ -457,8 +457,8 @@ def _predict_parser(subparsers):
     parser.add_argument(
         "--plot",
         metavar="PNG",
-        help="PNG of class probabilities over time of the recordings "
-        "longer than --long_threshold",
+        help="PNG of class probabilities (and a model's dimensions) over "
+        "time of the recordings longer than --long_threshold",
     )
     _segment_options(parser)
     _speaker_options(parser)

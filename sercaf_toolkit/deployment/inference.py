@@ -13,6 +13,8 @@ says when its label means little (``too_short``, ``silent``) or that the
 file held no audio (``empty``) or no speech (``no_speech``). A model
 trained on speaker-normalised audio needs enrolment audio of the speaker
 (``speaker_audio``, see :mod:`~sercaf_toolkit.deployment.speakers`).
+A dimensional or joint model's records add its dimension values (arousal,
+valence, dominance on the corpus's scale; see docs/dimensional.md).
 ``sercaf predict`` is the same thing on the command line.
 
 Authors
@@ -890,9 +892,13 @@ class EmotionPredictor:
         records : list of dict
             Per file (or per timeline segment): ``path, start, end, label,
             score, prob_<class>..., flag, error``; ``error`` is empty on
-            success. ``flag`` warns about the input, whether labelled or
-            not: ``too_short`` (under ``min_seconds``), ``silent`` (peak
-            under -60 dBFS; for a timeline, that segment), both joined by
+            success. A model with dimensions adds their values (on the
+            corpus's scale, a column per name of ``dimensions``) before
+            ``flag``; a dimensional model's records have no ``label``,
+            ``score`` or ``prob_<class>``. ``flag`` warns about the input,
+            whether labelled or not: ``too_short`` (under
+            ``min_seconds``), ``silent`` (peak under -60 dBFS; for a
+            timeline, that segment), both joined by
             ``;``, ``empty`` (no samples: an error row) or ``no_speech``
             (a long recording in which the VAD found no speech); else
             empty. ``speech`` is ``speech`` or ``non-speech`` in a VAD
