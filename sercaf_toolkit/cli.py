@@ -457,8 +457,8 @@ def _predict_parser(subparsers):
     parser.add_argument(
         "--plot",
         metavar="PNG",
-        help="PNG of class probabilities over time of the recordings "
-        "longer than --long_threshold",
+        help="PNG of class probabilities (and a model's dimensions) over "
+        "time of the recordings longer than --long_threshold",
     )
     _segment_options(parser)
     _speaker_options(parser)
@@ -634,7 +634,7 @@ def _predict(args):
     )
     write_records(records, args.out)
     if args.plot:
-        _plot_timelines(args, records, report, predictor.labels)
+        _plot_timelines(args, records, report, predictor)
     rtf = report["real_time_factor"]
     flags = "".join(
         f", {plural(count, 'row')} {flag}"
@@ -676,7 +676,7 @@ def _enrolment(args, paths):
     return by_speaker
 
 
-def _plot_timelines(args, records, report, labels):
+def _plot_timelines(args, records, report, predictor):
     windows = report["windows"]
     if not windows:
         # Not a failure: the labels are written; only the picture has
@@ -698,7 +698,14 @@ def _plot_timelines(args, records, report, labels):
                 # Drawn grey, named as what it is: no emotion there.
                 record = {**record, "label": "non-speech"}
             segments[record["path"]].append(record)
-    plot_timelines(windows, labels, args.plot, segments_by_path=segments)
+    plot_timelines(
+        windows,
+        predictor.labels,
+        args.plot,
+        segments_by_path=segments,
+        dimensions=predictor.dimensions,
+        scale=predictor.dimension_scale,
+    )
 
 
 # serve -------------------------------------------------------------------

@@ -19,6 +19,8 @@ import speechbrain as sb
 import torch
 import torchaudio
 
+from sercaf_toolkit.errors import UserError
+
 MANIFEST_FIELDS = ["ID", "duration", "wav", "label", "speaker"]
 
 
@@ -381,20 +383,50 @@ def build_datasets(hparams, label_encoder):
     def label_pipeline(label):
         return label_encoder.encode_label_torch(label)
 
+    task = hparams.get("task", "categorical")
+    # A dimensional task uses every utterance with values (IEMOCAP's
+    # frustrated ones too): its labels are not encoded, nor checked.
+    categorical = task != "dimensional"
+    dimensions = list(hparams["dimensions"]) if task != "categorical" else []
+
+    @sb.utils.data_pipeline.takes(*dimensions)
+    @sb.utils.data_pipeline.provides("dims")
+    def dimension_pipeline(*values):
+        return torch.tensor([float(v) for v in values])
+
     for split, dataset in datasets.items():
         for utt_id, item in (dataset.data if dataset else {}).items():
-            if item["label"] not in label_encoder.lab2ind:
+            if categorical and item["label"] not in label_encoder.lab2ind:
                 raise ValueError(
                     f"{hparams[f'{split}_csv']}: utterance {utt_id} has "
                     f"unknown label {item['label']!r} "
                     f"(known: {sorted(label_encoder.lab2ind)})"
                 )
+            _check_dimensions(hparams[f"{split}_csv"], utt_id, item, dimensions)
+    keys = ["id", "wav", "sig"] + (["label_encoded"] if categorical else [])
     for dataset in filter(None, datasets.values()):
         dataset.add_dynamic_item(audio_pipeline)
-        dataset.add_dynamic_item(label_pipeline)
+        if categorical:
+            dataset.add_dynamic_item(label_pipeline)
+        if dimensions:
+            dataset.add_dynamic_item(dimension_pipeline)
         # The file path keys the SSL feature cache (sercaf_toolkit.ssl_cache).
-        dataset.set_output_keys(["id", "wav", "sig", "label_encoded"])
+        dataset.set_output_keys(keys + (["dims"] if dimensions else []))
     return datasets
+
+
+def _check_dimensions(manifest, utt_id, item, dimensions):
+    """Fails in one line on a missing or non-numeric dimension value."""
+    for name in dimensions:
+        value = item.get(name)
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise UserError(
+                f"{manifest}: utterance {utt_id} has no {name} value "
+                f"({value!r}); a dimensional task needs a number for "
+                "every utterance"
+            ) from None
 
 
 def class_counts(manifest_path, label_encoder):

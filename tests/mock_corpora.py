@@ -1,5 +1,6 @@
 """Mock corpus trees with the real naming (and its pitfalls), tiny audio."""
 
+import csv
 import os
 
 import numpy as np
@@ -21,6 +22,12 @@ IEMOCAP_FOUR = {
     "ang": "ang",
     "sad": "sad",
 }
+
+
+def iemocap_vad(utterance_id):
+    """The mock's [V, A, D] of a turn: varied, on the 1-5 scale."""
+    rng = np.random.default_rng(sum(map(ord, utterance_id)))
+    return [round(float(v), 4) for v in rng.uniform(1, 5, 3)]
 
 
 def make_iemocap(root):
@@ -57,7 +64,8 @@ def make_iemocap(root):
                 code = IEMOCAP_CODES[(u_index // 2 + d_index + session) % 7]
                 start = f"[{u_index}.0000 - {u_index}.5000]"
                 lines += [
-                    f"{start}\t{utt}\t{code}\t[2.5, 2.5, 2.5]",
+                    f"{start}\t{utt}\t{code}\t"
+                    + "[{:.4f}, {:.4f}, {:.4f}]".format(*iemocap_vad(utt)),
                     "C-E2:\tNeutral;\t()",
                     "A-E3:\tval 3; act 2; dom  2;\t()",
                     "",
@@ -182,3 +190,60 @@ def make_ravdess(root):
             0.1,
         )
     return expected
+
+
+MSP_CLASSES = "ASHUFDCNOX"  # the 8 classes, then other and no agreement
+
+
+def make_msppodcast(root, per_partition=20, test3=True):
+    """Writes an MSP-Podcast release; returns its label rows (dicts).
+
+    Real naming (``MSP-PODCAST_<podcast>_<segment>.wav``), the four
+    partitions and a Test3 without labels, speakers numbered per
+    partition (disjoint) with some ``Unknown``, every class with O and X,
+    and varied 1-7 dimensions (a few files without them).
+    """
+    rng = np.random.default_rng(26)
+    partitions = ["Train"] * 3 + ["Development", "Test1", "Test2"]
+    rows = []
+    for p_index, partition in enumerate(dict.fromkeys(partitions)):
+        count = per_partition * partitions.count(partition)
+        for number in range(count):
+            name = f"MSP-PODCAST_{p_index:04d}_{number:04d}.wav"
+            code = MSP_CLASSES[number % len(MSP_CLASSES)]
+            speaker = (
+                "Unknown"
+                if number % 7 == 3
+                else str(100 * p_index + number % 4)
+            )
+            act, val, dom = (round(float(v), 4) for v in rng.uniform(1, 7, 3))
+            rows.append(
+                {
+                    "FileName": name,
+                    "EmoClass": code,
+                    "EmoAct": "" if number == 5 else act,
+                    "EmoVal": val,
+                    "EmoDom": dom,
+                    "SpkrID": speaker,
+                    "Gender": "Female" if number % 2 else "Male",
+                    "Split_Set": partition,
+                }
+            )
+    if test3:  # a later release's test set, its labels withheld
+        rows.append(
+            {
+                "FileName": "MSP-PODCAST_0900_0000.wav",
+                "EmoClass": "", "EmoAct": "", "EmoVal": "", "EmoDom": "",
+                "SpkrID": "Unknown", "Gender": "", "Split_Set": "Test3",
+            }
+        )  # fmt: skip
+    for index, row in enumerate(rows):
+        tiny_wav(os.path.join(root, "Audios", row["FileName"]), seed=index)
+    os.makedirs(os.path.join(root, "Labels"), exist_ok=True)
+    with open(
+        os.path.join(root, "Labels", "labels_consensus.csv"), "w", newline=""
+    ) as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

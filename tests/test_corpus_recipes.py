@@ -48,6 +48,7 @@ def tiny_overrides(ssl_source):
 HPARAMS = [(c, n) for c in CORPORA for n in FUSION_FILES] + [
     ("Custom", "caf"),
     ("MultiCorpus", "caf"),
+    ("MSPPodcast", "caf"),
 ]
 
 

@@ -38,6 +38,7 @@ from tests.mock_corpora import (
     make_casia,
     make_emodb,
     make_iemocap,
+    make_msppodcast,
     make_ravdess,
 )
 
@@ -54,7 +55,8 @@ INSTALL = re.compile(
 )
 NOT_HERE = ("python -m pytest", "nccl", "cuda", "--master_addr", "--size base")
 CORPUS_RECIPE = re.compile(
-    r"recipes/(IEMOCAP|EmoDB|CASIA|RAVDESS|Custom|MultiCorpus)/train\.py"
+    r"recipes/(IEMOCAP|EmoDB|CASIA|RAVDESS|Custom|MultiCorpus|MSPPodcast)"
+    r"/train\.py"
 )
 # Demo recipe commands: 3 of the 10 utterances per speaker and emotion.
 DEMO_QUICK = "--utterances_per_emotion=3"
@@ -95,6 +97,7 @@ def workspace(tmp_path_factory):
     make_emodb(str(data / "emodb"))
     make_iemocap(str(data / "IEMOCAP_full_release"))
     make_ravdess(str(data / "RAVDESS"))
+    make_msppodcast(str(data / "MSPPodcast"), per_partition=8)
     # A corpus CSV for the Custom recipe: demo files, two classes.
     calm = {
         "neutral": "calm",

@@ -26,6 +26,7 @@ FOLDS = {
     "CASIA": 4,
     "RAVDESS": 6,
     "Demo": 4,
+    "MSPPodcast": 2,  # the official Test1 and Test2
     "MultiCorpus": 6,  # EmoDB (10) and RAVDESS (6): the fewest
 }
 

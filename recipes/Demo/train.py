@@ -27,9 +27,20 @@ if __name__ == "__main__":
         example = read_manifest(os.path.join(result.output_folder, "test.csv"))[
             0
         ]
-        _, score, _, labels = classifier.classify_file(example["wav"])
-        print(
-            f"EncoderClassifier on {example['wav']} (an unseen speaker, "
-            f"true label {example['label']}): {labels[0]} "
-            f"(log-probability {float(score):.3f})"
-        )
+        scores, score, _, labels = classifier.classify_file(example["wav"])
+        head = classifier.mods.classifier
+        if hasattr(head, "dimensions"):  # task: dimensional (see docs)
+            values = ", ".join(
+                f"{name} {float(value):.2f}"
+                for name, value in zip(head.dimensions, scores.reshape(-1))
+            )
+            print(
+                f"EncoderClassifier on {example['wav']} (an unseen speaker, "
+                f"true label {example['label']}): {values}"
+            )
+        else:
+            print(
+                f"EncoderClassifier on {example['wav']} (an unseen speaker, "
+                f"true label {example['label']}): {labels[0]} "
+                f"(log-probability {float(score):.3f})"
+            )

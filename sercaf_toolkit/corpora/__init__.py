@@ -34,6 +34,7 @@ CORPUS_MODULES = {
     "RAVDESS": "ravdess",
     "CASIA": "casia",
     "IEMOCAP": "iemocap",
+    "MSPPodcast": "msppodcast",
     "Demo": "demo",
     "Expressive": "expressive",
     "Custom": "custom",
@@ -51,7 +52,8 @@ def corpus_module(name):
     Traceback (most recent call last):
     ...
     sercaf_toolkit.errors.UserError: unknown corpus 'ravdes'; did you mean \
-RAVDESS? (known: EmoDB, RAVDESS, CASIA, IEMOCAP, Demo, Expressive, Custom)
+RAVDESS? (known: EmoDB, RAVDESS, CASIA, IEMOCAP, MSPPodcast, Demo, Expressive, \
+Custom)
     """
     by_lower = {known.lower(): known for known in CORPUS_MODULES}
     known = by_lower.get(str(name).lower())
@@ -310,6 +312,7 @@ def check_recipe_corpus(tree):
     """Fails in one line on a missing or empty corpus folder, an unknown
     protocol, labels that are not the corpus's, or a fold out of range."""
     module, arguments = recipe_corpus(tree)
+    check_task(tree, module, arguments)  # before the folder: no corpus fixes it
     if hasattr(module, "check_arguments"):  # several corpora in one
         module.check_arguments(**arguments)
     else:
@@ -320,3 +323,52 @@ def check_recipe_corpus(tree):
     fold = int(arguments.get("fold", 1))
     if not 1 <= fold <= n_folds:
         raise UserError(f"--fold={fold} is out of range: use 1..{n_folds}")
+
+
+TASKS = ("categorical", "dimensional", "joint")
+
+
+def check_task(tree, module, arguments=None):
+    """Fails in one line when the corpus cannot serve the recipe's task.
+
+    ``task: dimensional`` and ``joint`` need a corpus whose module gives
+    dimension values (its ``DIMENSIONS``) for every dimension the recipe
+    names, and a ``prepare`` entry that passes ``task`` on.
+
+    Example
+    -------
+    >>> from sercaf_toolkit.corpora import emodb
+    >>> check_task({"task": "categorical"}, emodb)
+    >>> check_task({"task": "dimensional"}, emodb)
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: --task=dimensional: EmoDB has no \
+dimensional labels (arousal, valence, dominance); use a corpus that has \
+(IEMOCAP, MSPPodcast, Demo, or a Custom CSV with those columns)
+    """
+    task = str(tree.get("task", "categorical"))
+    if task == "categorical":
+        return
+    given = getattr(module, "DIMENSIONS", ())
+    source = str((arguments or {}).get("data_folder", ""))
+    if hasattr(module, "dimensions_of") and os.path.isfile(source):
+        given = module.dimensions_of(**arguments)  # read from the data
+    wanted = list(tree.get("dimensions") or ("arousal", "valence", "dominance"))
+    name = getattr(module, "NAME", module.__name__)
+    if not given:
+        raise UserError(
+            f"--task={task}: {name} has no dimensional labels "
+            f"({', '.join(wanted)}); use a corpus that has (IEMOCAP, "
+            "MSPPodcast, Demo, or a Custom CSV with those columns)"
+        )
+    missing = [d for d in wanted if d not in given]
+    if missing:
+        raise UserError(
+            f"--dimensions: {name} has no {', '.join(missing)} (it gives "
+            f"{', '.join(given)})"
+        )
+    if "task" not in (arguments or {}):
+        raise UserError(
+            f"--task={task}: the recipe's prepare entry does not pass "
+            "`task: !ref <task>` to the corpus's preparation"
+        )

@@ -64,7 +64,7 @@ def uses_validation(validation=DEFAULT_VALIDATION):
 # first four are the classes nearly every corpus has.
 SHARED_EMOTIONS = (
     "neutral", "happy", "angry", "sad",
-    "fear", "disgust", "surprise", "calm", "boredom",
+    "fear", "disgust", "surprise", "calm", "boredom", "contempt",
 )  # fmt: skip
 
 

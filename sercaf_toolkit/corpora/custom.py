@@ -8,6 +8,11 @@ cell is a text of its own; used by ``text_disjoint`` folds). Without
 ``fold``, speakers are dealt into ``n_folds`` folds in sorted order. Each
 fold tests on its speakers and validates on the next fold's.
 
+For ``task: dimensional`` or ``joint``, the columns ``arousal``,
+``valence`` and ``dominance`` (those the recipe's ``dimensions`` name; on
+the scale given as ``dimension_scale``) hold each file's values; a row
+with an empty value is skipped and reported.
+
 Authors
  * sercaf-toolkit developers 2026
 """
@@ -27,6 +32,8 @@ from sercaf_toolkit.errors import UserError
 
 REQUIRED = ("path", "label", "speaker")
 NAME = "Custom"
+# The dimension columns a CSV may have (task: dimensional or joint).
+DIMENSIONS = ("arousal", "valence", "dominance")
 # A CSV's labels that are shared names already map to themselves; any
 # other label is left out of cross-corpus use (its own recipe keeps it).
 VOCABULARY = {label: label for label in SHARED_EMOTIONS}
@@ -83,8 +90,29 @@ def fold_count(data_folder, n_folds=5, protocol="custom_speaker_folds", **_):
     return max(1, min(int(n_folds), len(speakers)))
 
 
-def build_manifest(csv_file, strict=False):
-    """Manifest rows of the files listed in ``csv_file``."""
+def dimensions_of(data_folder, **_):
+    """The dimension columns the corpus CSV has (its header, in order).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = tempfile.mktemp(suffix=".csv")
+    >>> _ = open(path, "w").write("path,label,speaker,valence,arousal\\n")
+    >>> dimensions_of(path)
+    ('arousal', 'valence')
+    """
+    with open(data_folder, newline="", encoding="utf-8") as source:
+        header = next(csv.reader(source), [])
+    return tuple(name for name in DIMENSIONS if name in header)
+
+
+def build_manifest(csv_file, strict=False, task="categorical"):
+    """Manifest rows of the files listed in ``csv_file``.
+
+    With ``task`` ``dimensional`` or ``joint``, the rows keep the CSV's
+    dimension columns (:data:`DIMENSIONS`); a row with an empty or
+    non-numeric value is skipped.
+    """
     check_data_folder(csv_file)
     root = os.path.dirname(os.path.abspath(csv_file))
     builder = ManifestBuilder(os.path.basename(csv_file))
@@ -116,6 +144,14 @@ def build_manifest(csv_file, strict=False):
                 fields["fold"] = record["fold"].strip()
             if "text" in reader.fieldnames:
                 fields["text"] = (record.get("text") or "").strip()
+            if task != "categorical":
+                try:
+                    for name in DIMENSIONS:
+                        if name in reader.fieldnames:
+                            fields[name] = float(record[name])
+                except (TypeError, ValueError):
+                    builder.skip(f"{csv_file}:{line}", f"no {name} value")
+                    continue
             builder.add(path, **fields)
     if strict and builder.problems:
         raise CorpusError(
@@ -133,6 +169,7 @@ def prepare_custom(
     n_folds=5,
     strict=False,
     protocol="custom_speaker_folds",
+    task="categorical",
     **split_options,
 ):
     """Writes the manifest and one fold's speaker-independent splits.
@@ -151,13 +188,16 @@ def prepare_custom(
         Make skipped rows an error.
     protocol : str
         ``random_speaker_dependent`` splits utterances at random instead.
+    task : str
+        ``categorical``, or ``dimensional`` / ``joint``: the dimension
+        columns are kept (see :func:`build_manifest`).
     **split_options
         ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
         ``speaker_normalization``, ``normalized_folder``,
         ``text_disjoint``: see
         :func:`sercaf_toolkit.corpora.common.prepare_fold`.
     """
-    rows = build_manifest(data_folder, strict)
+    rows = build_manifest(data_folder, strict, task)
     if split_options.get("text_disjoint") and not any(
         "text" in row for row in rows
     ):

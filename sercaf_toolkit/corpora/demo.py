@@ -41,6 +41,24 @@ NAME = "Demo"
 # The demo's labels are shared names already (common.SHARED_EMOTIONS).
 VOCABULARY = {emotion: emotion for emotion in EMOTIONS}
 
+# Synthetic dimensional labels, so that the dimensional recipes run on the
+# demo: each emotion's place in valence-arousal-dominance space on a 1-5
+# scale (IEMOCAP's), in the spirit of circumplex placements (Russell
+# 1980; anger and joy aroused, sadness not; anger dominant, sadness
+# submissive). Our own round numbers, not measured ratings: every
+# utterance of an emotion gets its emotion's values. Arousal follows the
+# synthesis's arousal cues (level and F0 range, see _STYLE): angry >
+# happy > neutral > sad in level, and happy and angry above neutral and
+# sad in F0 range. See docs/dimensional.md for what such a mapping is not.
+DIMENSIONS = ("arousal", "valence", "dominance")
+DIMENSION_SCALE = (1.0, 5.0)
+EMOTION_DIMENSIONS = {
+    "neutral": {"arousal": 2.5, "valence": 3.0, "dominance": 3.0},
+    "happy": {"arousal": 3.7, "valence": 4.3, "dominance": 3.4},
+    "angry": {"arousal": 4.3, "valence": 1.7, "dominance": 4.0},
+    "sad": {"arousal": 1.6, "valence": 1.8, "dominance": 2.0},
+}
+
 # Speaker name (gender in the suffix), F0 baseline in Hz, vocal-tract scale
 # (formant frequencies are multiplied by it: shorter tract = higher).
 SPEAKERS = (
@@ -218,8 +236,13 @@ def generate_demo_corpus(folder, utterances_per_emotion=10, seed=1234):
     return paths
 
 
-def build_manifest(data_folder, utterances_per_emotion=10):
+def build_manifest(data_folder, utterances_per_emotion=10, task="categorical"):
     """Manifest rows of the demo corpus (generated first if needed).
+
+    With ``task`` ``dimensional`` or ``joint``, each row gets its
+    emotion's synthetic values (:data:`EMOTION_DIMENSIONS`) in the
+    columns ``arousal``, ``valence`` and ``dominance``; a categorical
+    manifest has no such columns (it is what it was before tasks).
 
     Example
     -------
@@ -227,7 +250,11 @@ def build_manifest(data_folder, utterances_per_emotion=10):
     >>> rows = build_manifest(tempfile.mkdtemp(), 1)
     >>> len(rows), rows[0]["speaker"], rows[0]["label"]
     (32, 'spk1_f', 'neutral')
+    >>> rows = build_manifest(tempfile.mkdtemp(), 1, task="dimensional")
+    >>> rows[-1]["label"], rows[-1]["arousal"]
+    ('sad', 1.6)
     """
+    values = {} if task == "categorical" else EMOTION_DIMENSIONS
     builder = ManifestBuilder(NAME)
     for path in generate_demo_corpus(data_folder, utterances_per_emotion):
         utt_id = os.path.splitext(os.path.basename(path))[0]
@@ -241,6 +268,7 @@ def build_manifest(data_folder, utterances_per_emotion=10):
             # Each utterance draws its own syllables from its own seed: no
             # two share a text ("" is unique for text-disjoint folds).
             text="",
+            **values.get(emotion, {}),
         )
     return builder.rows
 
@@ -255,6 +283,7 @@ def prepare_demo(
     save_folder,
     fold=1,
     utterances_per_emotion=10,
+    task="categorical",
     **split_options,
 ):
     """Generates the demo corpus if needed and writes one fold's splits.
@@ -273,6 +302,9 @@ def prepare_demo(
         1 to 4.
     utterances_per_emotion : int
         Utterances per speaker and emotion.
+    task : str
+        ``categorical``, or ``dimensional`` / ``joint``: the manifests
+        get the synthetic dimension values (see :func:`build_manifest`).
 
     **split_options
         ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
@@ -294,7 +326,7 @@ def prepare_demo(
     """
     pairs = [[SPEAKERS[i][0], SPEAKERS[i + 1][0]] for i in range(0, 8, 2)]
     return prepare_fold(
-        build_manifest(data_folder, utterances_per_emotion),
+        build_manifest(data_folder, utterances_per_emotion, task),
         save_folder,
         fold,
         "demo_speaker_pairs",

@@ -1,4 +1,4 @@
-"""IEMOCAP preparation (the standard 4-class set).
+"""IEMOCAP preparation (the standard 4-class set, or the dimensions).
 
 Layout (``<data_folder>`` is ``IEMOCAP_full_release/``):
 ``SessionN/sentences/wav/<dialog>/<utt>.wav`` and labels in
@@ -14,6 +14,12 @@ the letter after SesNN names the dialog, not the talker). Protocols:
 leave-one-session-out (5 folds, validation on the next session's two
 speakers) and leave-one-speaker-out (10 folds, validation on the other
 speaker of the test session).
+
+For ``task: dimensional`` every labelled turn with a ``[V, A, D]`` (the
+evaluators' mean valence, activation and dominance, 1-5) is used, whatever
+its category (frustrated, excited, no agreement ...): the rows get
+``arousal``, ``valence`` and ``dominance`` columns; ``task: joint`` keeps
+the 4-class set and adds the same columns.
 
 Each row also says how the dialog was elicited (``elicitation``:
 ``improvised`` or ``scripted``) and its ``text`` key (see
@@ -66,7 +72,11 @@ EXPECTED_TOTAL = 5531
 EXPECTED_PER_LABEL = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 EXPECTED_PER_SESSION = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
 PROTOCOLS = ("leave_one_session_out", "leave_one_speaker_out")
+# The [V, A, D] of a turn line: valence, activation (arousal), dominance.
+DIMENSIONS = ("arousal", "valence", "dominance")
+DIMENSION_SCALE = (1.0, 5.0)
 _LINE = re.compile(r"^\[(\d+(?:\.\d+)?) - (\d+(?:\.\d+)?)\]\t(\S+)\t(\S+)\t\[")
+_VAD = re.compile(r"\t\[\s*([-\d.]+),\s*([-\d.]+),\s*([-\d.]+)\s*\]\s*$")
 
 
 def speaker_of(utterance_id):
@@ -120,11 +130,28 @@ def text_and_elicitation(utterance_id):
     return "", "improvised"
 
 
-def read_labels(label_file, builder):
+def read_labels(label_file, builder, values=None):
     """Utterance id -> emotion code of one EmoEvaluation file.
 
     Lines that start like a label line but do not parse, and unknown codes,
-    are reported (file and line) and left out.
+    are reported (file and line) and left out. Given a dict ``values``,
+    fills it with utterance id -> ``{"arousal", "valence", "dominance"}``
+    from the line's ``[V, A, D]`` (a line without readable values is left
+    out of it).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from sercaf_toolkit.corpora.common import ManifestBuilder
+    >>> path = tempfile.mktemp(suffix=".txt")
+    >>> fields = ["[6.29 - 8.23]", "Ses01F_impro01_F000", "fru", "[2, 3.5, 3]"]
+    >>> line = chr(9).join(fields) + chr(10)
+    >>> _ = open(path, "w").write(line)
+    >>> values = {}
+    >>> read_labels(path, ManifestBuilder("IEMOCAP"), values)
+    {'Ses01F_impro01_F000': 'fru'}
+    >>> values["Ses01F_impro01_F000"]["arousal"]
+    3.5
     """
     labels = {}
     with open(label_file, encoding="utf-8", errors="replace") as source:
@@ -142,11 +169,25 @@ def read_labels(label_file, builder):
                 )
                 continue
             labels[utterance_id] = code
+            found = _VAD.search(line)
+            if values is not None and found:
+                valence, arousal, dominance = map(float, found.groups())
+                values[utterance_id] = {
+                    "arousal": arousal,
+                    "valence": valence,
+                    "dominance": dominance,
+                }
     return labels
 
 
-def build_manifest(data_folder, strict=False):
-    """Manifest rows of the 4-class set (see the module docstring)."""
+def build_manifest(data_folder, strict=False, task="categorical"):
+    """Manifest rows of the 4-class set, or of every turn with dimensions.
+
+    ``task``: ``categorical`` (the 4-class set), ``joint`` (the same rows
+    with their dimension values) or ``dimensional`` (every turn with
+    values, its code or 4-class label in ``label``); see the module
+    docstring.
+    """
     require_folder(data_folder, NAME, LAYOUT)
     builder = ManifestBuilder("IEMOCAP")
     for session in SESSIONS:
@@ -158,10 +199,14 @@ def build_manifest(data_folder, strict=False):
             label_file = os.path.join(label_dir, name)
             if not name.endswith(".txt") or not os.path.isfile(label_file):
                 continue  # Attribute/, Categorical/, Self-evaluation/
+            values = {}
             for utterance_id, code in sorted(
-                read_labels(label_file, builder).items()
+                read_labels(label_file, builder, values).items()
             ):
-                if code not in FOUR_CLASS:
+                if task == "dimensional":
+                    if utterance_id not in values:
+                        continue  # no [V, A, D] to learn from
+                elif code not in FOUR_CLASS:
                     continue
                 dialog = utterance_id.rsplit("_", 1)[0]
                 wav = os.path.join(
@@ -176,16 +221,23 @@ def build_manifest(data_folder, strict=False):
                     continue
                 speaker, gender = speaker_of(utterance_id)
                 text, elicitation = text_and_elicitation(utterance_id)
+                if task != "categorical" and utterance_id not in values:
+                    builder.skip(label_file, f"{utterance_id}: no [V, A, D]")
+                    continue
                 builder.add(
                     wav,
                     ID=utterance_id,
-                    label=FOUR_CLASS[code],
+                    label=FOUR_CLASS.get(code, code),
                     speaker=speaker,
                     gender=gender,
                     session=session,
                     elicitation=elicitation,
                     text=text,
+                    **(values[utterance_id] if task != "categorical" else {}),
                 )
+    if task == "dimensional":  # no published count of that set to check
+        builder.check(len(builder.rows), {}, strict)
+        return builder.rows
     builder.check(
         EXPECTED_TOTAL,
         {"label": EXPECTED_PER_LABEL, "session": EXPECTED_PER_SESSION},
@@ -212,6 +264,7 @@ def prepare_iemocap(
     fold=1,
     protocol="leave_one_session_out",
     strict=False,
+    task="categorical",
     **split_options,
 ):
     """Writes the manifest and one fold's speaker-independent splits.
@@ -228,13 +281,16 @@ def prepare_iemocap(
         One of :data:`PROTOCOLS`, or ``random_speaker_dependent``.
     strict : bool
         Make skipped files and unknown counts an error.
+    task : str
+        ``categorical``, ``dimensional`` or ``joint`` (see
+        :func:`build_manifest`).
     **split_options
         ``validation`` (``"speaker"``, ``"group"`` or ``"none"``),
         ``speaker_normalization``, ``normalized_folder``,
         ``text_disjoint``: see
         :func:`sercaf_toolkit.corpora.common.prepare_fold`.
     """
-    rows = build_manifest(data_folder, strict)
+    rows = build_manifest(data_folder, strict, task)
     speakers = [f"Ses{s:02d}{g}" for s in SESSIONS for g in "FM"]
     if protocol == "leave_one_speaker_out":
         groups = [[speaker] for speaker in speakers]

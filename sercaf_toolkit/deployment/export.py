@@ -11,7 +11,10 @@ written last: ``EmotionPredictor`` and ``sercaf predict`` refuse a
 folder that does not match it).
 SpeechBrain's ``EncoderClassifier.from_hparams(source=folder, savedir=...)``
 loads it offline, from any working directory, and its ``classify_file`` /
-``classify_batch`` give the trained model's labels.
+``classify_batch`` give the trained model's labels (of a joint model, its
+classifier's; a dimensional model's ``classifier`` is its
+:class:`~sercaf_toolkit.lobes.model.DimensionHead`, whose values are
+the scores ``classify_batch`` returns: see docs/dimensional.md).
 
 A ``hyperparams.yaml`` can run arbitrary code when loaded: load only model
 folders you trust.
@@ -38,7 +41,7 @@ _INFERENCE_PART = """
 # the model takes raw waveforms, so the first two pass them through.
 compute_features: !new:{compute_features}
 mean_var_norm: !new:sercaf_toolkit.lobes.PassThrough
-classifier: !ref <embedding_model.classifier>
+classifier: !ref <embedding_model.{head}>
 label_encoder: !apply:sercaf_toolkit.data.label_encoder_of_size [{n_labels}]
 
 modules:
@@ -146,6 +149,12 @@ def export_model(
     for node, stream in zip(stream_nodes, model.streams):
         if hasattr(stream, "export_arguments"):
             node.update(stream.export_arguments())
+    for head in ("classifier", "regressor"):
+        # A categorical model's `regressor: null` (a dimensional one's
+        # classifier) is left out: the export of a categorical model is
+        # what it was before tasks existed.
+        if head in model_node and model_node[head] is None:
+            del model_node[head]
     drop_comments(model_node, block_style=True)
     model_part = io.StringIO()
     round_trip.dump({"embedding_model": model_node}, model_part)
@@ -161,6 +170,11 @@ def export_model(
         out.write(
             _INFERENCE_PART.format(
                 n_labels=len(label_encoder),
+                # EncoderClassifier needs a classifier: a dimensional
+                # model's is its regressor (scores = the dimensions).
+                head="classifier"
+                if getattr(model, "classifier", None) is not None
+                else "regressor",
                 compute_features=_NORMALIZED_INPUT
                 if input_normalization
                 else _RAW_INPUT,

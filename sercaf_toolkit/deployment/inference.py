@@ -13,6 +13,8 @@ says when its label means little (``too_short``, ``silent``) or that the
 file held no audio (``empty``) or no speech (``no_speech``). A model
 trained on speaker-normalised audio needs enrolment audio of the speaker
 (``speaker_audio``, see :mod:`~sercaf_toolkit.deployment.speakers`).
+A dimensional or joint model's records add its dimension values (arousal,
+valence, dominance on the corpus's scale; see docs/dimensional.md).
 ``sercaf predict`` is the same thing on the command line.
 
 Authors
@@ -412,6 +414,9 @@ class EmotionPredictor:
         if is_onnx_path(model_dir):
             self.onnx = OnnxModel(model_dir, device=device)
             self.labels = list(self.onnx.labels)
+            if self.onnx.dimensions:
+                self.dimensions = list(self.onnx.dimensions)
+                self.dimension_scale = list(self.onnx.dimension_scale)
             record = self.onnx.input_normalization
             _check_enrolment(model_dir, record, speaker_audio)
         else:
@@ -506,17 +511,54 @@ class EmotionPredictor:
             if problem is None:
                 raise
             raise UserError(problem) from error
-        encoder = self.classifier.hparams.label_encoder
-        self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
+        model = self.classifier.mods.embedding_model
+        regressor = getattr(model, "regressor", None)
+        if getattr(model, "classifier", True) is None:
+            # Its `classifier` is the regression head, and its label
+            # encoder a placeholder: there are no classes to name.
+            self.labels = []
+        else:
+            encoder = self.classifier.hparams.label_encoder
+            self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
+        if regressor is not None:
+            self.dimensions = list(regressor.dimensions)
+            self.dimension_scale = [
+                float(regressor.low),
+                float(regressor.high),
+            ]
 
     # Core -----------------------------------------------------------------
 
+    # A categorical model's rows are its class probabilities; a model with
+    # dimensions appends their values (on the corpus's scale) to them, so
+    # that batching, timelines and merging handle one tensor whatever the
+    # task.
+    dimensions = ()
+    dimension_scale = None
+
     def _scores(self, batch, lengths):
-        """Log-probabilities (or logits) of a padded batch, on the CPU."""
+        """Log-probabilities and dimensions of a padded batch, on the CPU.
+
+        Returns
+        -------
+        tuple
+            ``([B, classes] log-probabilities (or logits), [B, D]
+            corpus-scale values)``; either is None where the model has no
+            such head.
+        """
         if self.onnx is not None:
-            return self.onnx.log_probabilities(batch, lengths)
-        scores, _, _, _ = self.classifier.classify_batch(batch, lengths)
-        return scores.float().cpu()
+            return self.onnx.outputs(batch, lengths)
+        if not self.dimensions:
+            # A categorical folder: SpeechBrain's own path, as always.
+            scores, _, _, _ = self.classifier.classify_batch(batch, lengths)
+            return scores.float().cpu(), None
+        model = self.classifier.mods.embedding_model
+        embeddings = self.classifier.encode_batch(batch, lengths)
+        embeddings = embeddings.reshape(len(batch), -1)
+        scores = None
+        if self.labels:
+            scores = model.classifier(embeddings).float().cpu()
+        return scores, model.regressor(embeddings).float().cpu()
 
     @torch.no_grad()
     def probabilities(self, waveforms, progress=False):
@@ -532,10 +574,44 @@ class EmotionPredictor:
         Returns
         -------
         torch.Tensor
-            ``[len(waveforms), n_classes]`` probabilities, input order.
+            ``[len(waveforms), n_classes]`` probabilities, input order
+            (no columns for a dimensional model: see :meth:`outputs`).
+        """
+        return self.outputs(waveforms, progress)[:, : len(self.labels)]
+
+    @torch.no_grad()
+    def dimension_values(self, waveforms, progress=False):
+        """Dimension values of 16 kHz waveforms on the corpus's scale.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[len(waveforms), D]``, in the order of ``self.dimensions``
+            (no columns for a categorical model).
+        """
+        return self.outputs(waveforms, progress)[:, len(self.labels) :]
+
+    @torch.no_grad()
+    def outputs(self, waveforms, progress=False):
+        """Probabilities, then dimension values, of waveforms, one row each.
+
+        Arguments
+        ---------
+        waveforms : list of torch.Tensor
+            1-D waveforms.
+        progress : bool
+            Show a progress bar (in files).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[len(waveforms), n_classes + D]``: the class probabilities
+            and the values of ``self.dimensions`` on the corpus's scale,
+            input order.
         """
         order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
-        result = torch.zeros(len(waveforms), len(self.labels))
+        width = len(self.labels) + len(self.dimensions)
+        result = torch.zeros(len(waveforms), width)
         bar = _progress_bar(len(waveforms), progress, "classifying")
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
@@ -544,29 +620,40 @@ class EmotionPredictor:
             for row, index in enumerate(chunk):
                 batch[row, : len(waveforms[index])] = waveforms[index]
             lengths = torch.tensor([len(waveforms[i]) / longest for i in chunk])
-            scores = self._scores(batch, lengths)
-            # Softmax turns logits into probabilities and leaves normalised
-            # log-probabilities (what our head gives) as they are.
-            result[chunk] = torch.softmax(scores, dim=-1)
+            scores, values = self._scores(batch, lengths)
+            if scores is not None:
+                # Softmax turns logits into probabilities and leaves
+                # normalised log-probabilities (what our head gives) as
+                # they are.
+                result[chunk, : len(self.labels)] = torch.softmax(
+                    scores, dim=-1
+                )
+            if values is not None:
+                result[chunk, len(self.labels) :] = values
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
         return result
 
-    def _record(self, path, start, end, probs, error="", flag="", speech=""):
-        probs = [float(p) for p in probs] if probs is not None else None
+    def _record(self, path, start, end, row, error="", flag="", speech=""):
+        row = [float(p) for p in row] if row is not None else None
+        probs = row[: len(self.labels)] if row is not None else None
         best = max(range(len(probs)), key=probs.__getitem__) if probs else None
         record = {
             "path": path,
             "start": round(start, 3),
             "end": round(end, 3),
             "speech": speech,
-            "label": self.labels[best] if probs else "",
-            "score": probs[best] if probs else None,
         }
+        if self.labels:  # a dimensional model has no label to give
+            record["label"] = self.labels[best] if probs else ""
+            record["score"] = probs[best] if probs else None
         for index, label in enumerate(self.labels):
             record[f"prob_{label}"] = probs[index] if probs else None
+        for index, name in enumerate(self.dimensions):
+            value = row[len(self.labels) + index] if row is not None else None
+            record[name] = value
         record["flag"] = flag
         record["error"] = error
         return record
@@ -584,7 +671,7 @@ class EmotionPredictor:
     def _tiny_record(self, path, waveforms):
         wav = waveforms[path]
         try:
-            probs = self.probabilities([wav])[0]
+            probs = self.outputs([wav])[0]
         except Exception as error:  # torch's and onnxruntime's own types
             # Only a too-short input comes here: a model that cannot take
             # it gives a row saying so, and the other files are labelled.
@@ -640,7 +727,7 @@ class EmotionPredictor:
         wav = read_checked(path).to(self.classifier.device)
         fusion.keep_attention = True
         try:
-            log_probs = model.log_probabilities(wav.unsqueeze(0))
+            embeddings = model(wav.unsqueeze(0))
             maps = [m[0].float().cpu().numpy() for m in fusion.attention_maps]
         finally:
             fusion.keep_attention = False
@@ -650,7 +737,10 @@ class EmotionPredictor:
             "maps": maps,
             "streams": describe_model(model)["streams"],
             "frame_seconds": [duration / m.shape[0] for m in maps],
-            "label": self.labels[int(log_probs.argmax())],
+            # A dimensional model has no label to name.
+            "label": self.labels[int(model.classifier(embeddings).argmax())]
+            if self.labels
+            else "",
         }
 
     # Files and timelines ---------------------------------------------------
@@ -680,7 +770,7 @@ class EmotionPredictor:
             wav[int(round(a * SAMPLE_RATE)) : int(round(b * SAMPLE_RATE))]
             for a, b in spans
         ]
-        probs = self.probabilities(pieces)
+        probs = self.outputs(pieces)
         windows = [
             self._record(path, a, b, p) for (a, b), p in zip(spans, probs)
         ]
@@ -693,7 +783,11 @@ class EmotionPredictor:
         segments = []
         for index, p in enumerate(probs):
             start, end = bounds[index], bounds[index + 1]
-            label = int(p.argmax())
+            # Segments merge on equal labels; a dimensional model's values
+            # change from window to window: each keeps its own segment.
+            label = (
+                int(p[: len(self.labels)].argmax()) if self.labels else index
+            )
             if merge and segments and segments[-1][2] == label:
                 previous = segments[-1]
                 weight = (previous[1] - previous[0], end - start)
@@ -739,7 +833,7 @@ class EmotionPredictor:
             wav[int(round(a * SAMPLE_RATE)) : int(round(b * SAMPLE_RATE))]
             for a, b in speech
         ]
-        probs = iter(self.probabilities(pieces)) if pieces else iter(())
+        probs = iter(self.outputs(pieces)) if pieces else iter(())
         duration = len(wav) / SAMPLE_RATE
         records = []
         for start, end, is_speech in spans:
@@ -798,9 +892,13 @@ class EmotionPredictor:
         records : list of dict
             Per file (or per timeline segment): ``path, start, end, label,
             score, prob_<class>..., flag, error``; ``error`` is empty on
-            success. ``flag`` warns about the input, whether labelled or
-            not: ``too_short`` (under ``min_seconds``), ``silent`` (peak
-            under -60 dBFS; for a timeline, that segment), both joined by
+            success. A model with dimensions adds their values (on the
+            corpus's scale, a column per name of ``dimensions``) before
+            ``flag``; a dimensional model's records have no ``label``,
+            ``score`` or ``prob_<class>``. ``flag`` warns about the input,
+            whether labelled or not: ``too_short`` (under
+            ``min_seconds``), ``silent`` (peak under -60 dBFS; for a
+            timeline, that segment), both joined by
             ``;``, ``empty`` (no samples: an error row) or ``no_speech``
             (a long recording in which the VAD found no speech); else
             empty. ``speech`` is ``speech`` or ``non-speech`` in a VAD
@@ -874,9 +972,7 @@ class EmotionPredictor:
         tiny = [p for p in short if len(waveforms[p]) < self._min_samples]
         batched = [p for p in short if p not in tiny]
         if batched:
-            probs = self.probabilities(
-                [waveforms[p] for p in batched], progress
-            )
+            probs = self.outputs([waveforms[p] for p in batched], progress)
             for path, p in zip(batched, probs):
                 records_by_path[path] = [self._file_record(path, waveforms, p)]
         for path in tiny:

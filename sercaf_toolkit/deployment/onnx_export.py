@@ -41,6 +41,7 @@ import numpy
 import torch
 
 from sercaf_toolkit.deployment.onnx_runtime import (
+    DIMENSIONS_OUTPUT,
     INPUTS,
     OUTPUT,
     SAMPLE_RATE,
@@ -156,22 +157,38 @@ def export_module(
                 "model without it, or serve this one with sercaf predict on "
                 "its model folder"
             )
-    # The graph's one entry point: (wavs, lens) -> log-probabilities.
-    model = LogProbabilities(model)
+    regressor = getattr(model, "regressor", None)
+    if regressor is None:
+        # The graph's one entry point: (wavs, lens) -> log-probabilities.
+        model = LogProbabilities(model)
+        outputs = [OUTPUT]
+    else:
+        model = _TaskOutputs(model)
+        outputs = model.names
     model.eval()
     wavs, lens = _example_batch()
     with tempfile.TemporaryDirectory(prefix="sercaf_onnx_") as scratch:
         fp32_path = os.path.join(scratch, "model.onnx")
-        _trace(model, (wavs, lens), fp32_path)
+        _trace(model, (wavs, lens), fp32_path, outputs)
+        described = {
+            OUTPUT: "log_probs [batch, classes] float32",
+            DIMENSIONS_OUTPUT: "dimensions [batch, dimensions] float32 on "
+            "the corpus's scale (dimension_scale)",
+        }
         metadata = {
             "labels": json.dumps(list(labels)),
             "sercaf_version": _version(),
             "sample_rate": str(SAMPLE_RATE),
             "inputs": "wavs [batch, samples] float32 16 kHz, padded at the "
             "end; lens [batch] float32 relative lengths",
-            "outputs": "log_probs [batch, classes] float32",
+            "outputs": "; ".join(described[name] for name in outputs),
             "quantisation": "dynamic int8" if int8 else "none",
         }
+        if regressor is not None:
+            metadata["dimensions"] = json.dumps(list(regressor.dimensions))
+            metadata["dimension_scale"] = json.dumps(
+                [float(regressor.low), float(regressor.high)]
+            )
         if input_normalization:
             metadata["input_normalization"] = json.dumps(input_normalization)
         if int8:
@@ -180,7 +197,23 @@ def export_module(
             fp32_path = quantised
         _write_with_metadata(fp32_path, out_path, metadata)
     difference = None
-    if check:
+    if check and regressor is not None:
+        # Every output is compared with PyTorch's, to 1e-4 in fp32; int8
+        # is not held to a figure for the values (as for the labels below,
+        # on noise).
+        with torch.no_grad():
+            references = model(wavs, lens)
+        ours = OnnxModel(out_path).outputs(wavs, lens)
+        ours = [o for o in ours if o is not None]
+        difference = max(
+            float((o - r).abs().max()) for o, r in zip(ours, references)
+        )
+        if not int8 and difference > 1e-4:
+            raise RuntimeError(
+                f"{out_path} differs from the PyTorch model by {difference}"
+                " on the check batch: an export bug, please report it"
+            )
+    elif check:
         with torch.no_grad():
             reference = model(wavs, lens)
         ours = OnnxModel(out_path).log_probabilities(wavs, lens)
@@ -211,7 +244,30 @@ def _version():
     return sercaf_toolkit.__version__
 
 
-def _trace(model, example, path):
+class _TaskOutputs(torch.nn.Module):
+    """A dimensional or joint model's graph outputs, by name.
+
+    ``log_probs`` (joint only), then ``dimensions``: ``[B, D]`` on the
+    corpus's scale, as the model folder gives them.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.names = ([OUTPUT] if model.classifier is not None else []) + [
+            DIMENSIONS_OUTPUT
+        ]
+
+    def forward(self, wavs, wav_lens):
+        """The outputs named in :attr:`names`, in that order."""
+        embeddings = self.model(wavs, wav_lens)
+        values = self.model.regressor(embeddings)
+        if self.model.classifier is None:
+            return (values,)
+        return self.model.classifier(embeddings), values
+
+
+def _trace(model, example, path, outputs=(OUTPUT,)):
     """TorchScript-based export with dynamic batch and length axes."""
     import warnings
 
@@ -224,11 +280,11 @@ def _trace(model, example, path):
             example,
             path,
             input_names=list(INPUTS),
-            output_names=[OUTPUT],
+            output_names=list(outputs),
             dynamic_axes={
                 "wavs": {0: "batch", 1: "samples"},
                 "lens": {0: "batch"},
-                OUTPUT: {0: "batch"},
+                **{name: {0: "batch"} for name in outputs},
             },
             opset_version=OPSET,
             do_constant_folding=True,

@@ -24,6 +24,9 @@ from sercaf_toolkit.errors import UserError
 SAMPLE_RATE = 16000
 INPUTS = ("wavs", "lens")
 OUTPUT = "log_probs"
+# The second output of a dimensional or joint model's graph (its only one
+# for a dimensional model): [batch, D] values on the corpus's scale.
+DIMENSIONS_OUTPUT = "dimensions"
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 
 
@@ -124,6 +127,13 @@ class OnnxModel:
                 "model folder with sercaf export-onnx"
             )
         self.labels = json.loads(metadata["labels"])
+        # A dimensional or joint model's dimensions and their scale; none
+        # for a categorical model (and files exported before tasks).
+        self.dimensions = json.loads(metadata.get("dimensions", "[]"))
+        self.dimension_scale = (
+            json.loads(metadata["dimension_scale"]) if self.dimensions else None
+        )
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(metadata)
         self.path = path
         # The speaker normalisation the model was trained with, if any
@@ -149,12 +159,42 @@ class OnnxModel:
         torch.Tensor
             float32 log-probabilities.
         """
+        log_probs, _ = self.outputs(wavs, lens)
+        if log_probs is None:
+            raise UserError(
+                f"ONNX model {self.path} is dimensional "
+                f"({', '.join(self.dimensions)}): it gives no "
+                "log-probabilities; read its dimension values"
+            )
+        return log_probs
+
+    def outputs(self, wavs, lens):
+        """Log-probabilities and dimension values of a padded batch.
+
+        Arguments
+        ---------
+        wavs, lens
+            As for :meth:`log_probabilities`.
+
+        Returns
+        -------
+        tuple
+            ``([B, classes] log-probabilities, [B, D] dimension values on
+            the corpus's scale)`` as float32 tensors; None for the one a
+            model has not (a categorical model's dimensions, a dimensional
+            model's log-probabilities).
+        """
         feeds = {
             "wavs": numpy.ascontiguousarray(_numpy(wavs), dtype=numpy.float32),
             "lens": numpy.ascontiguousarray(_numpy(lens), dtype=numpy.float32),
         }
-        (log_probs,) = self.session.run([OUTPUT], feeds)
-        return torch.from_numpy(log_probs)
+        results = dict(
+            zip(self.output_names, self.session.run(self.output_names, feeds))
+        )
+        return tuple(
+            torch.from_numpy(results[name]) if name in results else None
+            for name in (OUTPUT, DIMENSIONS_OUTPUT)
+        )
 
 
 def _numpy(values):

@@ -253,7 +253,19 @@ def create_app(
     Returns
     -------
     fastapi.FastAPI
+
+    Raises
+    ------
+    UserError
+        For a dimensional model: the service answers classes (a joint
+        model's too; its dimensions come from ``sercaf predict``).
     """
+    if not predictor.labels:
+        raise UserError(
+            f"{model_name or 'the model'} is dimensional "
+            f"({', '.join(predictor.dimensions)}): sercaf serve answers "
+            "classes only; get its values with sercaf predict"
+        )
     require_serve()
     import contextlib
 

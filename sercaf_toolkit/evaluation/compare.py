@@ -24,6 +24,13 @@ confidence interval and a p-value, by two methods:
 With more than two experiments, each method's p-values of one metric are
 Holm-corrected over the comparisons against the first.
 
+Dimensional and joint runs add (or, dimensional, have only) ``CCC``: the
+mean over dimensions of each run's concordance correlation coefficient,
+recomputed from ``predictions.csv``. Both methods apply: the pairs'
+differences, and the speaker bootstrap, which recomputes every run's
+CCCs on each draw's resampled test set (a speaker drawn twice counts
+twice). Experiments compare on the metrics they all have.
+
 Authors
  * sercaf-toolkit developers 2026
 """
@@ -39,6 +46,8 @@ import numpy as np
 from sercaf_toolkit.errors import UserError
 
 METRICS = ("WA", "UA", "F1")
+# Of runs with dimensions: the mean over dimensions of their CCCs.
+CCC = "CCC"
 SUMMARY = "cv_summary.json"
 # Up to this many pairs the sign-flip test enumerates all 2^n patterns.
 EXACT_LIMIT = 16
@@ -193,7 +202,10 @@ class RunPredictions:
         with open(
             os.path.join(folder, "test_metrics.json"), encoding="utf-8"
         ) as source:
-            self.labels = list(json.load(source)["labels"])
+            metrics = json.load(source)
+        # A dimensional run has no labels; a categorical one no dimensions.
+        self.labels = list(metrics.get("labels") or [])
+        self.dimensions = list(metrics.get("dimensions") or [])
         with open(
             os.path.join(folder, "predictions.csv"),
             newline="",
@@ -202,9 +214,23 @@ class RunPredictions:
             rows = sorted(csv.DictReader(source), key=lambda r: r["id"])
         index = {label: i for i, label in enumerate(self.labels)}
         self.ids = [row["id"] for row in rows]
-        self.true = np.array([index[r["true_label"]] for r in rows], int)
+        self.true = np.array(
+            [index[r["true_label"]] for r in rows] if self.labels else [], int
+        )
         self.predicted = np.array(
-            [index[r["predicted_label"]] for r in rows], int
+            [index[r["predicted_label"]] for r in rows] if self.labels else [],
+            int,
+        )
+        # [utterances, dimensions] true and predicted values.
+        self.values_true, self.values_pred = (
+            np.array(
+                [
+                    [float(r[f"{n}_{kind}"]) for n in self.dimensions]
+                    for r in rows
+                ],
+                float,
+            ).reshape(len(rows), len(self.dimensions))
+            for kind in ("true", "pred")
         )
         speakers = [row.get("speaker") for row in rows]
         if not all(speakers):
@@ -235,12 +261,52 @@ class RunPredictions:
             true, predicted = true[keep], predicted[keep]
         return np.bincount(true * n + predicted, minlength=n * n).reshape(n, n)
 
+    def metrics(self):
+        """The figures the run gives: WA, UA, F1 (classes), CCC (values)."""
+        return (METRICS if self.labels else ()) + (
+            (CCC,) if self.dimensions else ()
+        )
+
     def figures(self):
-        """WA, UA and macro F1 of the run, as floats."""
-        return {
-            k: float(v)
-            for k, v in metrics_from_confusions(self.confusion()).items()
-        }
+        """WA, UA and macro F1 (and the mean CCC) of the run, as floats."""
+        figures = {}
+        if self.labels:
+            figures = {
+                k: float(v)
+                for k, v in metrics_from_confusions(self.confusion()).items()
+            }
+        if self.dimensions:
+            weights = np.ones((1, len(self.ids)))
+            figures[CCC] = float(self.ccc(weights)[0])
+        return figures
+
+    def ccc(self, weights):
+        """Mean CCC over dimensions of the rows weighted by ``weights``.
+
+        Arguments
+        ---------
+        weights : numpy.ndarray
+            ``[draws, utterances]`` counts (how often each utterance is in
+            a draw's test set).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[draws]`` mean CCCs (population moments, as
+            :func:`~sercaf_toolkit.evaluation.metrics.concordance`).
+        """
+        total = weights.sum(axis=1, keepdims=True)
+
+        def mean(values):
+            return (weights @ values) / total
+
+        y, p = self.values_true, self.values_pred
+        mean_y, mean_p = mean(y), mean(p)
+        var_y = mean(y**2) - mean_y**2
+        var_p = mean(p**2) - mean_p**2
+        cov = mean(y * p) - mean_y * mean_p
+        ccc = 2 * cov / (var_y + var_p + (mean_y - mean_p) ** 2)
+        return ccc.mean(axis=1)
 
 
 class Experiment:
@@ -350,6 +416,25 @@ def load_experiments(paths):
     ]
 
 
+def shared_metrics(experiments):
+    """The metrics every run of every experiment gives, in order.
+
+    Raises
+    ------
+    UserError
+        When there is none (a categorical against a dimensional run).
+    """
+    runs = [run for e in experiments for run in e.runs.values()]
+    shared = [k for k in (*METRICS, CCC) if all(k in r.metrics() for r in runs)]
+    if not shared:
+        raise UserError(
+            f"{', '.join(e.name for e in experiments)}: no figure in common "
+            "(some runs have classes only, others dimensions only); "
+            "compare runs of the same task"
+        )
+    return shared
+
+
 def pairing_difference(first, other):
     """The first reason two experiments' runs do not pair, or ``None``."""
     a, b = first.runs, other.runs
@@ -377,6 +462,18 @@ def pairing_difference(first, other):
             return f"{_run_name(key)} tested other files{detail}"
         if not np.array_equal(a[key].true, b[key].true):
             return f"{_run_name(key)} gives other true labels to its files"
+        dimensions = a[key].dimensions, b[key].dimensions
+        if not all(dimensions):
+            # A categorical run against one with dimensions: they compare
+            # on their classes (shared_metrics), if both have some.
+            continue
+        if dimensions[0] != dimensions[1]:
+            return (
+                f"their dimensions differ ({', '.join(dimensions[0])} "
+                f"against {', '.join(dimensions[1])})"
+            )
+        if not np.allclose(a[key].values_true, b[key].values_true):
+            return f"{_run_name(key)} gives other true values to its files"
     return None
 
 
@@ -404,13 +501,21 @@ def _speaker_draws(reference, n_draws, seed):
     return draws
 
 
-def _bootstrap_figures(experiment, draws):
+def _bootstrap_figures(experiment, draws, metrics=METRICS):
     """``[n_draws, runs]`` figures of each metric under the speaker draws."""
-    columns = {k: [] for k in METRICS}
+    columns = {k: [] for k in metrics}
     for key in experiment.pairs():
         run = experiment.runs[key]
         speakers, counts = draws[key[1]]
         where = np.array(run.speakers)
+        if CCC in metrics:
+            # Each utterance weighs as often as its speaker was drawn.
+            index = {speaker: i for i, speaker in enumerate(speakers)}
+            columns[CCC].append(
+                run.ccc(counts[:, [index[s] for s in run.speakers]])
+            )
+        if not set(METRICS) & set(metrics):
+            continue
         per_speaker = np.stack(
             [run.confusion(where == speaker) for speaker in speakers]
         )
@@ -460,6 +565,7 @@ def compare_experiments(
                 "seeds and test files"
             )
     pairs = reference.pairs()
+    metrics = shared_metrics(experiments)
     figures = {
         e.name: {
             "runs": [e.runs[key].figures() for key in pairs],
@@ -468,7 +574,7 @@ def compare_experiments(
     }
     for part in figures.values():
         part["mean"] = {
-            k: float(np.mean([run[k] for run in part["runs"]])) for k in METRICS
+            k: float(np.mean([run[k] for run in part["runs"]])) for k in metrics
         }
     have_speakers = all(
         run.speakers for e in experiments for run in e.runs.values()
@@ -476,11 +582,13 @@ def compare_experiments(
     n_draws = bootstrap if have_speakers else 0
     if n_draws:
         draws = _speaker_draws(reference, n_draws, seed)
-        resampled = {e.name: _bootstrap_figures(e, draws) for e in experiments}
+        resampled = {
+            e.name: _bootstrap_figures(e, draws, metrics) for e in experiments
+        }
     comparisons = {}
     for other in experiments[1:]:
         entry = {}
-        for k in METRICS:
+        for k in metrics:
             d = np.array(
                 [
                     b[k] - a[k]
@@ -515,7 +623,7 @@ def compare_experiments(
                 }
         comparisons[other.name] = entry
     methods = ["pairs"] + (["speakers"] if n_draws else [])
-    for k in METRICS:
+    for k in metrics:
         for method in methods:
             names = list(comparisons)
             adjusted = holm([comparisons[n][k][method]["p"] for n in names])
@@ -559,10 +667,19 @@ def compare_experiments(
     }
 
 
-def _interval(ci):
+def _interval(ci, metric=None):
     if ci is None:
         return "n/a"
+    if metric == CCC:  # a coefficient, not in %
+        return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
     return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def _value(value, metric, sign=""):
+    """A figure as the table shows it: % (one decimal), or a CCC."""
+    if metric == CCC:
+        return f"{value:{sign}.3f}"
+    return f"{100 * value:{sign}.1f}"
 
 
 def _p(value):
@@ -608,6 +725,15 @@ def comparison_markdown(result):
             else "- *test speakers*: not computed."
         ),
         *[f"- {note}." for note in result["notes"]],
+        *(
+            [
+                "- CCC: the mean over dimensions of each run's concordance "
+                "correlation coefficient, recomputed from predictions.csv; "
+                "its figures are coefficients (-1 to 1), not %."
+            ]
+            if any(CCC in entry for entry in result["comparisons"].values())
+            else []
+        ),
         "",
         "| experiment | metric | reference | experiment | difference "
         "| 95 % CI (pairs) | p (pairs) | 95 % CI (speakers) "
@@ -621,13 +747,13 @@ def comparison_markdown(result):
             speakers_part = figures.get("speakers")
             lines.append(
                 f"| {name} | {k} "
-                f"| {100 * result['figures'][reference]['mean'][k]:.1f} "
-                f"| {100 * result['figures'][name]['mean'][k]:.1f} "
-                f"| {100 * figures['difference']:+.1f} "
-                f"| {_interval(pairs_part['ci95'])} "
+                f"| {_value(result['figures'][reference]['mean'][k], k)} "
+                f"| {_value(result['figures'][name]['mean'][k], k)} "
+                f"| {_value(figures['difference'], k, '+')} "
+                f"| {_interval(pairs_part['ci95'], k)} "
                 f"| {_p(pairs_part[p_key])} "
                 + (
-                    f"| {_interval(speakers_part['ci95'])} "
+                    f"| {_interval(speakers_part['ci95'], k)} "
                     f"| {_p(speakers_part[p_key])} |"
                     if speakers_part
                     else "| n/a | n/a |"
@@ -670,7 +796,7 @@ def table_marks(experiments, method="pairs", bootstrap=2000, seed=0):
     """
     marks = {e.name: {} for e in experiments}
     unpaired = {}
-    for k in METRICS:
+    for k in shared_metrics(experiments):
         means = {
             e.name: np.mean([r.figures()[k] for r in e.runs.values()])
             for e in experiments

@@ -31,7 +31,7 @@ def _save(figure, path):
 
 
 def plot_training_curves(history, path, selected_epoch=None):
-    """Loss, WA, UA (and F1 when recorded) per epoch, train and valid.
+    """Loss, WA, UA, F1 and CCCs (those recorded) per epoch, train and valid.
 
     Arguments
     ---------
@@ -63,13 +63,17 @@ def plot_training_curves(history, path, selected_epoch=None):
         with open(history, encoding="utf-8") as source:
             history = json.load(source)
     epochs = sorted(history, key=int)
-    keys = ["loss", "WA", "UA"]
-    if any(
-        "F1" in history[e].get(stage, {})
+    recorded = {
+        key
         for e in epochs
         for stage in ("train", "valid")
-    ):
-        keys.append("F1")
+        for key in history[e].get(stage, {})
+    }
+    keys = ["loss"]
+    if "UA" in recorded or "CCC" not in recorded:
+        keys += ["WA", "UA"] + (["F1"] if "F1" in recorded else [])
+    # A dimensional or joint run: its mean CCC and each dimension's.
+    keys += sorted(k for k in recorded if k.startswith("CCC"))
     plt = _pyplot()
     figure, axes = plt.subplots(
         1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False
@@ -86,7 +90,9 @@ def plot_training_curves(history, path, selected_epoch=None):
             _mark_selected(axis, history, int(selected_epoch), key)
         axis.set_title(key)
         axis.set_xlabel("epoch")
-        if key != "loss":
+        if key.startswith("CCC"):
+            axis.set_ylim(-1, 1)
+        elif key != "loss":
             axis.set_ylim(0, 1)
         axis.legend(fontsize=8, loc="best")
     return _save(figure, path)
@@ -259,22 +265,35 @@ def plot_reliability_diagram(bins, path, title="test"):
 _BAND = (-0.2, 0.14)
 
 
-def plot_timelines(windows_by_path, labels, path, segments_by_path=None):
-    """Class probabilities over time, one panel per recording.
+def plot_timelines(
+    windows_by_path,
+    labels,
+    path,
+    segments_by_path=None,
+    dimensions=(),
+    scale=None,
+):
+    """Class probabilities (and dimensions) over time, per recording.
 
     Arguments
     ---------
     windows_by_path : dict
         Recording -> per-window records (``start``, ``end``,
-        ``prob_<label>``), as ``EmotionPredictor.predict`` reports them.
+        ``prob_<label>``, and each of ``dimensions``), as
+        ``EmotionPredictor.predict`` reports them.
     labels : list of str
-        Class names.
+        Class names (none for a dimensional model).
     path : str
         The PNG to write.
     segments_by_path : dict, optional
         Recording -> its merged timeline records (``start``, ``end``,
         ``label``), drawn as a band of labelled, coloured segments below
         the curves.
+    dimensions : list of str
+        A dimensional or joint model's dimensions: drawn in a panel of
+        their own below each recording's probabilities, on ``scale``.
+    scale : tuple of float, optional
+        ``(low, high)`` of the dimensions (default: the values' range).
 
     Raises
     ------
@@ -298,43 +317,84 @@ def plot_timelines(windows_by_path, labels, path, segments_by_path=None):
     ... )
     >>> open(out, "rb").read(4)
     b'\\x89PNG'
+    >>> values = [
+    ...     {"start": 0.0, "end": 4.0, "arousal": 2.1, "valence": 3.0},
+    ...     {"start": 2.0, "end": 6.0, "arousal": 3.9, "valence": 2.5},
+    ... ]
+    >>> out = plot_timelines(
+    ...     {"a.wav": values}, [], tempfile.mktemp(suffix=".png"),
+    ...     dimensions=["arousal", "valence"], scale=(1, 5),
+    ... )
+    >>> open(out, "rb").read(4)
+    b'\\x89PNG'
     """
     items = list(windows_by_path.items())
     if not items:
         raise ValueError("no recording long enough for a timeline to plot")
     segments_by_path = segments_by_path or {}
     colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
+    # One panel of probabilities per recording (a classifier's), then one
+    # of dimensions (a regressor's): a joint model gets both.
+    kinds = (["probability"] if labels else []) + (
+        ["dimension"] if dimensions else []
+    )
     plt = _pyplot()
     figure, axes = plt.subplots(
-        len(items), 1, figsize=(10, 2.8 * len(items)), squeeze=False
+        len(items) * len(kinds),
+        1,
+        figsize=(10, 2.8 * len(items) * len(kinds)),
+        squeeze=False,
     )
-    for axis, (name, windows) in zip(axes[:, 0], items):
+    panels = iter(axes[:, 0])
+    for name, windows in items:
         centres = [(w["start"] + w["end"]) / 2 for w in windows]
-        for label in labels:
-            axis.plot(
-                centres,
-                [w[f"prob_{label}"] for w in windows],
-                label=label,
-                color=colours[label],
-            )
-        axis.set_ylim(0, 1)
-        segments = segments_by_path.get(name)
-        if segments:
-            _draw_band(axis, segments, colours)
-        axis.set_yticks([0, 0.5, 1])
-        axis.set_ylabel("probability")
-        axis.set_title(os.path.basename(name), fontsize=9)
+        for kind in kinds:
+            axis = next(panels)
+            axis.set_title(os.path.basename(name), fontsize=9)
+            if kind == "dimension":
+                _draw_dimensions(axis, centres, windows, dimensions, scale)
+                continue
+            for label in labels:
+                axis.plot(
+                    centres,
+                    [w[f"prob_{label}"] for w in windows],
+                    label=label,
+                    color=colours[label],
+                )
+            axis.set_ylim(0, 1)
+            segments = segments_by_path.get(name)
+            if segments:
+                _draw_band(axis, segments, colours)
+            axis.set_yticks([0, 0.5, 1])
+            axis.set_ylabel("probability")
     axes[-1, 0].set_xlabel("time (s, window centre)")
-    # Outside, right of the top panel: the legend never hides a curve.
-    axes[0, 0].legend(
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        borderaxespad=0,
-        fontsize=8,
-        title="class",
-        title_fontsize=8,
-    )
+    # Outside, right of the top panels: the legend never hides a curve.
+    for index, kind in enumerate(kinds):
+        axes[index, 0].legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0,
+            fontsize=8,
+            title="class" if kind == "probability" else "dimension",
+            title_fontsize=8,
+        )
     return _save(figure, path)
+
+
+def _draw_dimensions(axis, centres, windows, dimensions, scale):
+    """Each dimension's values over time, on the corpus's scale."""
+    for index, name in enumerate(dimensions):
+        axis.plot(
+            centres,
+            [w[name] for w in windows],
+            label=name,
+            color=f"C{index % 10}",
+            marker="o",
+            markersize=3,
+        )
+    if scale is not None:
+        axis.set_ylim(*scale)
+    axis.set_ylabel("value")
 
 
 def _draw_band(axis, segments, colours):

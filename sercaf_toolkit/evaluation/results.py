@@ -24,7 +24,10 @@ import torch
 
 from sercaf_toolkit.data import read_manifest
 from sercaf_toolkit.evaluation import calibration
-from sercaf_toolkit.evaluation.metrics import EmotionMetrics
+from sercaf_toolkit.evaluation.metrics import (
+    EmotionMetrics,
+    dimension_figures,
+)
 from sercaf_toolkit.evaluation.plots import (
     plot_confusion_matrix,
     plot_reliability_diagram,
@@ -32,6 +35,31 @@ from sercaf_toolkit.evaluation.plots import (
 )
 
 METRICS = ("WA", "UA", "F1")
+
+
+def run_figures(metrics):
+    """The figures of a run's ``test_metrics.json`` summed up over runs.
+
+    WA, UA and F1 of a model with classes; ``CCC`` (the mean over
+    dimensions) and ``CCC_<dimension>`` of one with dimensions; both of a
+    joint model. A categorical run gives :data:`METRICS` alone, as it did
+    before dimensions existed.
+
+    Example
+    -------
+    >>> run_figures({"WA": 0.7, "UA": 0.6, "F1": 0.5, "labels": ["a"]})
+    {'WA': 0.7, 'UA': 0.6, 'F1': 0.5}
+    >>> run_figures({"CCC": 0.4, "CCC_arousal": 0.5, "CCC_valence": 0.3,
+    ...              "dimensions": ["arousal", "valence"]})
+    {'CCC': 0.4, 'CCC_arousal': 0.5, 'CCC_valence': 0.3}
+    """
+    keys = [k for k in METRICS if k in metrics]
+    if "CCC" in metrics:
+        dimensions = metrics.get("dimensions") or [
+            k[4:] for k in metrics if k.startswith("CCC_")
+        ]
+        keys += ["CCC"] + [f"CCC_{name}" for name in dimensions]
+    return {k: metrics[k] for k in keys}
 
 
 def _mean_std(values):
@@ -82,13 +110,20 @@ def _aggregate(done):
     """
     folds = sorted({fold for _, fold in done})
     seeds = sorted({seed for seed, _ in done}, key=str)
+    # The figures every run has (WA, UA, F1; CCCs of runs with dimensions),
+    # in the first run's order.
+    keys = [
+        k
+        for k in next(iter(done.values()), {})
+        if all(k in m for m in done.values())
+    ]
     result = {
         "folds": {
             str(fold): {
                 k: statistics.fmean(
                     m[k] for (s, f), m in done.items() if f == fold
                 )
-                for k in METRICS
+                for k in keys
             }
             for fold in folds
         }
@@ -96,7 +131,7 @@ def _aggregate(done):
     if not done:
         return result
     over_folds = {
-        k: _mean_std([m[k] for m in result["folds"].values()]) for k in METRICS
+        k: _mean_std([m[k] for m in result["folds"].values()]) for k in keys
     }
     result["mean"] = {k: v[0] for k, v in over_folds.items()}
     result["std"] = {k: v[1] for k, v in over_folds.items()}
@@ -106,12 +141,12 @@ def _aggregate(done):
                 k: statistics.fmean(
                     m[k] for (s, _), m in done.items() if s == seed
                 )
-                for k in METRICS
+                for k in keys
             }
             for seed in seeds
         }
         over_seeds = {
-            k: _mean_std([m[k] for m in per_seed.values()]) for k in METRICS
+            k: _mean_std([m[k] for m in per_seed.values()]) for k in keys
         }
         result["seeds"] = {
             "per_seed": per_seed,
@@ -121,8 +156,22 @@ def _aggregate(done):
     return result
 
 
-def _pooled(rows, labels):
-    """Metrics of prediction rows together, and their summary."""
+def _pooled(rows, labels, dimensions=()):
+    """Metrics of prediction rows together, and their summary.
+
+    Rows with ``<dimension>_true``/``_pred`` columns (``dimensions``) add
+    the CCCs of all of them together; without ``labels`` (dimensional
+    runs) those are all.
+    """
+    figures = {}
+    if dimensions:
+        true = [[float(r[f"{n}_true"]) for n in dimensions] for r in rows]
+        pred = [[float(r[f"{n}_pred"]) for n in dimensions] for r in rows]
+        ccc = dimension_figures(dimensions, true, pred)
+        figures = {"CCC": ccc["CCC"]}
+        figures.update({f"CCC_{n}": ccc[f"CCC_{n}"] for n in dimensions})
+    if not labels:
+        return figures
     pooled = EmotionMetrics(labels)
     index = {label: i for i, label in enumerate(labels)}
     pooled.append(
@@ -135,6 +184,7 @@ def _pooled(rows, labels):
         **_test_metrics(summary),
         "labels": labels,
         "confusion_matrix": summary["confusion_matrix"],
+        **figures,
     }
 
 
@@ -158,11 +208,14 @@ def summarize_runs(runs, picture=None, title=""):
         seed and fold), ``missing``, ``mean``/``std`` over folds,
         ``seeds`` with ``mean``/``std`` over the per-seed means (when
         several seeds ran), ``pooled`` figures of all test predictions
-        together, ``system`` (from the first run's ``run_info.json``)
+        together (WA, UA and F1 of runs with classes; ``CCC`` and
+        ``CCC_<dimension>`` of runs with dimensions), ``system`` (from
+        the first run's ``run_info.json``)
         and, for runs tested on several corpora (``per_corpus`` in their
         metrics), the same figures of each test corpus in ``per_corpus``.
     """
     done, missing, rows, labels, system = {}, [], [], None, {}
+    dimensions = ()
     by_corpus, by_group = {}, {}
     for (seed, fold), folder in sorted(
         runs.items(), key=lambda item: (str(item[0][0]), item[0][1])
@@ -171,19 +224,21 @@ def summarize_runs(runs, picture=None, title=""):
         if run is None:
             missing.append([seed, fold])
             continue
-        done[(seed, fold)] = {k: run["metrics"][k] for k in METRICS}
+        done[(seed, fold)] = run_figures(run["metrics"])
         for corpus, figures in run["metrics"].get("per_corpus", {}).items():
-            by_corpus.setdefault(corpus, {})[(seed, fold)] = {
-                k: figures[k] for k in METRICS
-            }
+            by_corpus.setdefault(corpus, {})[(seed, fold)] = run_figures(
+                figures
+            )
         for field in BREAKDOWN_FIELDS:
             for value, figures in (
                 run["metrics"].get(f"per_{field}") or {}
             ).items():
-                by_group.setdefault(field, {}).setdefault(value, []).append(
-                    figures["UA"]
-                )
-        labels = run["metrics"]["labels"]
+                if "UA" in figures:  # a dimensional run's have no UA
+                    by_group.setdefault(field, {}).setdefault(value, []).append(
+                        figures["UA"]
+                    )
+        labels = run["metrics"].get("labels")
+        dimensions = run["metrics"].get("dimensions") or ()
         rows.extend(run["rows"])
         system = system or run["info"]
     result = {
@@ -200,7 +255,7 @@ def summarize_runs(runs, picture=None, title=""):
     }
     if not done:
         return result
-    result["pooled"] = _pooled(rows, labels)
+    result["pooled"] = _pooled(rows, labels, dimensions)
     if by_group:
         result.update(_group_summary(by_group))
     if by_corpus:
@@ -210,11 +265,12 @@ def summarize_runs(runs, picture=None, title=""):
                 "pooled": _pooled(
                     [row for row in rows if row.get("corpus") == corpus],
                     labels,
+                    dimensions,
                 ),
             }
             for corpus, corpus_done in sorted(by_corpus.items())
         }
-    if picture is not None:
+    if picture is not None and labels:
         plot_confusion_matrix(
             result["pooled"]["confusion_matrix"], labels, picture, title=title
         )
@@ -304,7 +360,18 @@ def results_table(summary, marks=None, legend=""):
     >>> print(results_table({"experiments": {"caf": {"folds": {},
     ...     "missing": [[None, 1]]}}}).splitlines()[-1])
     | caf | - | - | - | - | - | - | - | - | - | - | 0/1 |
+
+    Experiments with dimensions add CCC columns (and "-" in the class
+    columns of a dimensional one):
+
+    >>> part = {"mean": {"CCC": 0.5, "CCC_arousal": 0.6},
+    ...         "std": {"CCC": 0.1, "CCC_arousal": None},
+    ...         "pooled": {"CCC": 0.45}, "folds": {"1": {}}, "missing": []}
+    >>> print(results_table({"experiments": {"dim": part}}).splitlines()[-1])
+    | dim | - | - | - | - | - | - | - | - | - | - | 0.500 ± 0.100 | \
+0.600 ± n/a | 0.450 | 1/1 |
     """
+    dimensions = _table_dimensions(summary)
     lines = [
         "# Cross-validation results",
         "",
@@ -319,19 +386,76 @@ def results_table(summary, marks=None, legend=""):
         "",
         "| experiment | SSL model | scratch encoder | fusion | WA | UA "
         "| worst speaker UA | F1 | UA over seeds | pooled WA | pooled UA "
-        "| folds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        + "".join(f"| {title} " for title in _ccc_titles(dimensions))
+        + "| folds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + "---|" * len(_ccc_titles(dimensions)),
     ]
+    if dimensions is not None:
+        lines[2] += (
+            " CCC: the concordance correlation coefficient (-1 to 1, not "
+            "in %) of the dimensions, mean ± standard deviation as for the "
+            "others; CCC is the mean over dimensions, pooled CCC that of "
+            "all test predictions together."
+        )
     for stem, result in summary["experiments"].items():
         lines.append(
-            _table_row(stem, result, result, (marks or {}).get(stem, {}))
+            _table_row(
+                stem, result, result, (marks or {}).get(stem, {}), dimensions
+            )
         )
         # Runs tested on several corpora: one more row per test corpus.
         for corpus, part in (result.get("per_corpus") or {}).items():
-            lines.append(_table_row(f"{stem}: test {corpus}", result, part))
+            lines.append(
+                _table_row(
+                    f"{stem}: test {corpus}", result, part, None, dimensions
+                )
+            )
     if legend:
         lines += ["", legend]
     return "\n".join(lines) + "\n"
+
+
+def _table_dimensions(summary):
+    """The dimensions of a summary's experiments (None: none has CCC)."""
+    parts = [
+        part
+        for result in summary["experiments"].values()
+        for part in (result, *(result.get("per_corpus") or {}).values())
+    ]
+    keys = [k for part in parts for k in (part.get("mean") or {})]
+    if "CCC" not in keys:
+        return None
+    return list(dict.fromkeys(k[4:] for k in keys if k.startswith("CCC_")))
+
+
+def _ccc_titles(dimensions):
+    """The CCC columns' titles; none for a table without dimensions."""
+    if dimensions is None:
+        return []
+    return ["CCC", *(f"CCC {name}" for name in dimensions), "pooled CCC"]
+
+
+def _coefficient(part, key):
+    """``mean ± std`` of a CCC (a coefficient, not in %); "-" if absent.
+
+    Example
+    -------
+    >>> _coefficient({"mean": {"CCC": 0.5}, "std": {"CCC": 0.02}}, "CCC")
+    '0.500 ± 0.020'
+    """
+    if key not in part.get("mean", {}):
+        return "-"
+    std = part["std"].get(key)
+    spread = "n/a" if std is None else f"{std:.3f}"
+    return f"{part['mean'][key]:.3f} ± {spread}"
+
+
+def _marked(text, mark):
+    """A cell in bold (``"best"``) or with ``≈`` (``"same"``)."""
+    if text == "-" or mark is None:
+        return text
+    return f"**{text}**" if mark == "best" else f"{text} ≈"
 
 
 def breakdown_section(summary):
@@ -389,13 +513,16 @@ def breakdown_section(summary):
 SCRATCH_ENCODERS = ("DPCNN", "TextRCNN")
 
 
-def _table_row(name, result, part, marks=None):
+def _table_row(name, result, part, marks=None, dimensions=None):
     """One row of :func:`results_table`: ``part``'s figures (the whole
-    experiment's, or one test corpus's), ``result``'s system, and the
-    ``marks`` of its cells (metric -> ``"best"`` or ``"same"``)."""
+    experiment's, or one test corpus's), ``result``'s system, the
+    ``marks`` of its cells (metric -> ``"best"`` or ``"same"``) and, with
+    ``dimensions``, its CCC cells."""
     marks = marks or {}
 
     def cell(key):
+        if key not in part["mean"]:  # a dimensional run: no classes
+            return "-"
         text = _figure(part, key)
         mark = marks.get(key)
         return (
@@ -418,8 +545,9 @@ def _table_row(name, result, part, marks=None):
     if source:
         ssl = f"{ssl} ({source})"
     scratch = ", ".join(scratch)
+    n_ccc = len(_ccc_titles(dimensions))
     if "mean" not in part:
-        cells = ["-"] * 7
+        cells = ["-"] * (7 + n_ccc)
     else:
         seeds = part.get("seeds")
         worst = part.get("worst_speaker")
@@ -433,11 +561,21 @@ def _table_row(name, result, part, marks=None):
             + [cell("F1")]
             + [
                 f"{_figure(seeds, 'UA')} ({len(seeds['per_seed'])} seeds)"
-                if seeds
-                else "1 seed"
+                if seeds and "UA" in part["mean"]
+                else ("1 seed" if "UA" in part["mean"] else "-")
             ]
-            + [f"{100 * part['pooled'][k]:.1f}" for k in ("WA", "UA")]
+            + [
+                f"{100 * part['pooled'][k]:.1f}" if k in part["pooled"] else "-"
+                for k in ("WA", "UA")
+            ]
         )
+        if dimensions is not None:
+            pooled = part["pooled"].get("CCC")
+            cells += (
+                [_marked(_coefficient(part, "CCC"), marks.get("CCC"))]
+                + [_coefficient(part, f"CCC_{n}") for n in dimensions]
+                + ["-" if pooled is None else f"{pooled:.3f}"]
+            )
     n_done = len(part["folds"])
     if part is result:
         missing = {f for _, f in result["missing"]}
@@ -547,7 +685,13 @@ def breakdowns(labels, rows, predicted, groups_of):
 
 
 def write_test_outputs(
-    folder, labels, rows, extra=None, corpus_of=None, groups_of=None
+    folder,
+    labels,
+    rows,
+    extra=None,
+    corpus_of=None,
+    groups_of=None,
+    dimensions=None,
 ):
     """Writes ``test_metrics.json``, ``predictions.csv`` and two PNGs.
 
@@ -577,6 +721,16 @@ def write_test_outputs(
         :data:`BREAKDOWN_FIELDS` the corpus gives: adds those columns to
         ``predictions.csv`` and their figures to ``test_metrics.json`` (see
         :func:`breakdowns`).
+    dimensions : dict, optional
+        A dimensional or joint model's ``names`` (the dimensions),
+        ``rows`` (``(id, true values, predicted values)`` on the corpus's
+        scale) and optional ``scale``: adds ``<name>_true`` and
+        ``<name>_pred`` columns and the figures of
+        :func:`~sercaf_toolkit.evaluation.metrics.dimension_figures`
+        (``CCC``, ``CCC_<name>``, ``per_dimension``: CCC, Pearson, MAE),
+        and, by speaker and gender, each group's CCCs. With no ``labels``
+        (``task: dimensional``) only these are written: no class figures,
+        confusion matrix or reliability diagram.
 
     Returns
     -------
@@ -596,7 +750,18 @@ def write_test_outputs(
     >>> metrics = json.load(open(paths["metrics"]))  # no "z" to test on
     >>> metrics["per_class_recall"], metrics["F1_classes"]
     ({'x': 1.0, 'y': 0.0, 'z': None}, ['x', 'y'])
+    >>> values = {"names": ["arousal"], "rows": [
+    ...     ("a", [1.0], [1.5]), ("b", [3.0], [2.5]), ("c", [5.0], [4.0])]}
+    >>> paths = write_test_outputs(tempfile.mkdtemp(), [], [],
+    ...                            dimensions=values)
+    >>> metrics = json.load(open(paths["metrics"]))
+    >>> round(metrics["CCC_arousal"], 4), sorted(paths)
+    (0.8696, ['metrics', 'predictions'])
     """
+    if not labels:
+        return _write_dimensional_outputs(
+            folder, dimensions, extra, corpus_of, groups_of
+        )
     os.makedirs(folder, exist_ok=True)
     paths = {
         "metrics": os.path.join(folder, "test_metrics.json"),
@@ -643,6 +808,10 @@ def write_test_outputs(
         for field in BREAKDOWN_FIELDS
         if any((groups_of.get(row[0]) or {}).get(field) for row in rows)
     ]
+    values_of = {}
+    if dimensions:
+        metrics.update(_dimension_metrics(dimensions, groups_of))
+        values_of = {row[0]: row for row in dimensions["rows"]}
     metrics.update(extra or {})
     with open(paths["metrics"], "w", encoding="utf-8") as out:
         json.dump(metrics, out, indent=2)
@@ -663,6 +832,7 @@ def write_test_outputs(
             + [f"prob_{label}" for label in labels]
             + (["corpus"] if corpus_of else [])
             + group_fields
+            + _dimension_columns(dimensions)
         )
         for (utt_id, target, probs), best in zip(rows, predicted):
             groups = groups_of.get(utt_id) or {}
@@ -671,6 +841,106 @@ def write_test_outputs(
                 + [f"{p:.6f}" for p in probs]
                 + ([corpus_of.get(utt_id, "")] if corpus_of else [])
                 + [groups.get(field, "") for field in group_fields]
+                + _dimension_cells(values_of.get(utt_id), dimensions)
+            )
+    return paths
+
+
+def _dimension_columns(dimensions):
+    """``arousal_true, arousal_pred, valence_true, ...`` (or none)."""
+    if not dimensions:
+        return []
+    return [
+        f"{name}_{kind}"
+        for name in dimensions["names"]
+        for kind in ("true", "pred")
+    ]
+
+
+def _dimension_cells(row, dimensions):
+    """One utterance's true and predicted values, as the columns say.
+
+    Written with 6 decimals: the figures are computed from the values the
+    file holds, so a reader's CCC of the columns is the one reported.
+    """
+    if not dimensions:
+        return []
+    _, true, predicted = row
+    return [f"{value:.6f}" for pair in zip(true, predicted) for value in pair]
+
+
+def _rounded(dimensions):
+    """The rows' values as ``predictions.csv`` holds them (6 decimals)."""
+    return [
+        (utt_id, [round(v, 6) for v in true], [round(v, 6) for v in pred])
+        for utt_id, true, pred in dimensions["rows"]
+    ]
+
+
+def _dimension_metrics(dimensions, groups_of):
+    """The dimensional figures of ``test_metrics.json`` (see above)."""
+    names = list(dimensions["names"])
+    rows = sorted(_rounded(dimensions))
+    figures = dimension_figures(
+        names, [r[1] for r in rows], [r[2] for r in rows]
+    )
+    result = {"dimensions": names, **figures}
+    if dimensions.get("scale") is not None:
+        result["dimension_scale"] = [float(v) for v in dimensions["scale"]]
+    for field in ("speaker", "gender"):
+        members = {}
+        for row in rows:
+            value = (groups_of.get(row[0]) or {}).get(field)
+            if value not in (None, ""):
+                members.setdefault(str(value), []).append(row)
+        if members:
+            result[f"dimensions_per_{field}"] = {
+                value: {
+                    key: figure
+                    for key, figure in dimension_figures(
+                        names, [r[1] for r in part], [r[2] for r in part]
+                    ).items()
+                    if key != "per_dimension"
+                }
+                | {"n": len(part)}
+                for value, part in sorted(members.items())
+            }
+    return result
+
+
+def _write_dimensional_outputs(folder, dimensions, extra, corpus_of, groups_of):
+    """``test_metrics.json`` and ``predictions.csv`` of dimensions alone."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "metrics": os.path.join(folder, "test_metrics.json"),
+        "predictions": os.path.join(folder, "predictions.csv"),
+    }
+    groups_of = groups_of or {}
+    rows = sorted(dimensions["rows"])
+    metrics = _dimension_metrics(dimensions, groups_of)
+    metrics.update(extra or {})
+    with open(paths["metrics"], "w", encoding="utf-8") as out:
+        json.dump(metrics, out, indent=2)
+    group_fields = [
+        field
+        for field in BREAKDOWN_FIELDS
+        if any((groups_of.get(row[0]) or {}).get(field) for row in rows)
+    ]
+    with open(paths["predictions"], "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["id"]
+            + (["corpus"] if corpus_of else [])
+            + group_fields
+            + _dimension_columns(dimensions)
+        )
+        for row in rows:
+            groups = groups_of.get(row[0]) or {}
+            writer.writerow(
+                [row[0]]
+                + ([corpus_of.get(row[0], "")] if corpus_of else [])
+                + [groups.get(field, "") for field in group_fields]
+                + _dimension_cells(row, dimensions)
             )
     return paths
 
@@ -697,10 +967,19 @@ def write_run_outputs(folder, brain, test_csv):
         row["ID"]: {f: row[f] for f in BREAKDOWN_FIELDS if row.get(f)}
         for row in manifest
     }
+    dimensions = None
+    if getattr(brain, "dimension_names", None):
+        regressor = brain._model().regressor
+        dimensions = {
+            "names": brain.dimension_names,
+            "rows": brain.test_dimension_rows,
+            "scale": [float(regressor.low), float(regressor.high)],
+        }
     paths = write_test_outputs(
         folder,
-        brain.label_names,
+        brain.label_names if getattr(brain, "has_classifier", True) else [],
         brain.test_rows,
+        dimensions=dimensions,
         extra={
             "selected_on": getattr(
                 brain, "selected_on", f"best valid {brain.selection_key}"

@@ -14,7 +14,12 @@ from sercaf_toolkit.lobes.masking import (
     MaskedPooling,
     UtteranceNormalization,
 )
-from sercaf_toolkit.lobes.model import DualStreamModel, EmotionHead, PassThrough
+from sercaf_toolkit.lobes.model import (
+    DimensionHead,
+    DualStreamModel,
+    EmotionHead,
+    PassThrough,
+)
 from sercaf_toolkit.lobes.pooling import ProbePooling, StreamPooling
 from sercaf_toolkit.lobes.scratch import DPCNN, TextRCNN
 from sercaf_toolkit.lobes.spectrogram import LogMel, SpectrogramStream
@@ -32,6 +37,7 @@ __all__ = [
     "DPCNN",
     "DualStreamModel",
     "EGeMAPSDescriptors",
+    "DimensionHead",
     "EmotionHead",
     "FiLMFusion",
     "FusionBlock",

@@ -86,6 +86,81 @@ class EmotionHead(torch.nn.Module):
         self.temperature.fill_(float(value))
 
 
+class DimensionHead(torch.nn.Module):
+    """Regression head: dropout, linear layer, one output per dimension.
+
+    The linear layer predicts each dimension on a unit scale (0 to 1); the
+    corpus's scale ``[low, high]`` (IEMOCAP's 1-5, MSP-Podcast's 1-7) is a
+    buffer of the head, so the exported model gives values on the scale
+    its corpus was annotated on, and :meth:`to_unit` maps targets to the
+    unit scale the loss is computed on. ``dimensions`` names the outputs.
+
+    Usable as the ``classifier`` of SpeechBrain's ``EncoderClassifier``:
+    ``classify_batch`` then returns these values as its scores (its label,
+    an argmax over dimensions, means nothing; see docs/dimensional.md).
+
+    Arguments
+    ---------
+    input_size : int
+        Width of the utterance embedding.
+    dimensions : list of str
+        The dimensions' names, in output order.
+    scale : tuple of float
+        ``(low, high)``: the corpus's scale.
+    dropout : float
+        Dropout on the embedding.
+    loss_weight : float
+        The weight of this head's loss (1 - mean CCC) beside a classifier's
+        NLL in a joint model (``task: joint``); unused alone.
+
+    Example
+    -------
+    >>> head = DimensionHead(8, ["arousal", "valence"], scale=(1, 5))
+    >>> head(torch.randn(3, 8)).shape
+    torch.Size([3, 2])
+    >>> head.to_unit(torch.tensor([1.0, 3.0, 5.0]))
+    tensor([0.0000, 0.5000, 1.0000])
+    >>> x = torch.randn(2, 8)
+    >>> torch.allclose(head(x), head.from_unit(head.unit(x)))
+    True
+    """
+
+    def __init__(
+        self,
+        input_size,
+        dimensions,
+        scale=(1.0, 5.0),
+        dropout=0.0,
+        loss_weight=1.0,
+    ):
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+        low, high = (float(v) for v in scale)
+        if not high > low:
+            raise ValueError(f"a scale needs low < high, got {list(scale)}")
+        self.dimensions = list(dimensions)
+        self.dropout = torch.nn.Dropout(dropout)
+        self.linear = torch.nn.Linear(input_size, len(self.dimensions))
+        self.register_buffer("low", torch.tensor(low))
+        self.register_buffer("high", torch.tensor(high))
+
+    def unit(self, embeddings):
+        """``[B, input_size]`` embeddings -> ``[B, D]`` on the unit scale."""
+        return self.linear(self.dropout(embeddings))
+
+    def forward(self, embeddings):
+        """``[B, input_size]`` embeddings -> ``[B, D]`` on the corpus scale."""
+        return self.from_unit(self.unit(embeddings))
+
+    def to_unit(self, values):
+        """Corpus-scale values -> the unit scale (0 at low, 1 at high)."""
+        return (values - self.low) / (self.high - self.low)
+
+    def from_unit(self, values):
+        """Unit-scale values -> the corpus scale."""
+        return self.low + (self.high - self.low) * values
+
+
 def _temperature_defaults_to_one(module, state_dict, prefix, *args):
     """Lets a state dict saved before heads had a temperature load.
 
@@ -118,9 +193,15 @@ class DualStreamModel(torch.nn.Module):
     fusion : torch.nn.Module or callable
         A fusion block, or a factory called as ``fusion(input_sizes=[...])``
         with the streams' widths (``!name:`` in YAML).
-    classifier : torch.nn.Module or callable
+    classifier : torch.nn.Module or callable or None
         A head mapping embeddings to log-probabilities, or a factory called
-        as ``classifier(input_size=fusion.output_size)``.
+        as ``classifier(input_size=fusion.output_size)``; None for a model
+        of dimensions only (``task: dimensional``).
+    regressor : torch.nn.Module or callable or None
+        A :class:`DimensionHead` (or a factory of one, called like
+        ``classifier``) for ``task: dimensional`` or ``joint``; built after
+        the classifier, so that a model without one draws the same random
+        numbers as before regressors existed.
 
     Example
     -------
@@ -145,13 +226,24 @@ class DualStreamModel(torch.nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, streams, fusion, classifier):
+    def __init__(self, streams, fusion, classifier=None, regressor=None):
         super().__init__()
+        if classifier is None and regressor is None:
+            raise ValueError("a model needs a classifier, a regressor or both")
         self.streams = torch.nn.ModuleList(built(s) for s in streams)
         input_sizes = [stream.output_size for stream in self.streams]
         self.fusion = built(fusion, input_sizes=input_sizes)
-        self.classifier = built(classifier, input_size=self.fusion.output_size)
-        self.output_size = self.fusion.output_size
+        size = self.fusion.output_size
+        self.classifier = (
+            None if classifier is None else built(classifier, input_size=size)
+        )
+        # Registered only when there is one: a categorical model's state
+        # dict (and its checkpoints and exports) keep their keys.
+        if regressor is not None:
+            self.regressor = built(regressor, input_size=size)
+        else:
+            self.regressor = None
+        self.output_size = size
 
     def forward(self, wavs, wav_lens=None):
         """Embeds ``[B, samples]`` waveforms into ``[B, output_size]``.
@@ -177,6 +269,35 @@ class DualStreamModel(torch.nn.Module):
         """Class log-probabilities ``[B, n_classes]`` of a waveform batch."""
         return self.classifier(self(wavs, wav_lens))
 
+    def dimensions(self, wavs, wav_lens=None):
+        """Dimension values ``[B, D]`` on the corpus's scale."""
+        return self.regressor(self(wavs, wav_lens))
+
+    @property
+    def task(self):
+        """``categorical``, ``dimensional`` or ``joint``: the model's heads."""
+        if self.regressor is None:
+            return "categorical"
+        return "dimensional" if self.classifier is None else "joint"
+
+    def task_outputs(self, wavs, wav_lens=None):
+        """Log-probabilities and unit-scale dimensions (None where no head).
+
+        Returns
+        -------
+        tuple
+            ``([B, classes] log-probabilities or None, [B, D] dimension
+            values on the unit scale or None)``, from one embedding.
+        """
+        embeddings = self(wavs, wav_lens)
+        log_probs = None
+        if self.classifier is not None:
+            log_probs = self.classifier(embeddings)
+        values = None
+        if self.regressor is not None:
+            values = self.regressor.unit(embeddings)
+        return log_probs, values
+
 
 class LogProbabilities(torch.nn.Module):
     """Wraps a model so that ``forward`` returns its log-probabilities.
@@ -197,8 +318,14 @@ class LogProbabilities(torch.nn.Module):
         self.model = model
 
     def forward(self, wavs, wav_lens=None):
-        """``[B, n_classes]`` log-probabilities of a waveform batch."""
-        return self.model.log_probabilities(wavs, wav_lens)
+        """``[B, n_classes]`` log-probabilities of a waveform batch.
+
+        A model with a regressor (``task: dimensional`` or ``joint``) gives
+        the pair of :meth:`DualStreamModel.task_outputs` instead.
+        """
+        if getattr(self.model, "regressor", None) is None:
+            return self.model.log_probabilities(wavs, wav_lens)
+        return self.model.task_outputs(wavs, wav_lens)
 
 
 def describe_model(model):

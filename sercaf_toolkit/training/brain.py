@@ -19,7 +19,11 @@ from sercaf_toolkit.evaluation.calibration import (
     misclassified,
     scaled_nll,
 )
-from sercaf_toolkit.evaluation.metrics import EmotionMetrics
+from sercaf_toolkit.evaluation.metrics import (
+    DimensionMetrics,
+    EmotionMetrics,
+    ccc_loss,
+)
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.stream import pretrained_streams
 from sercaf_toolkit.training.checkpoints import RandomState
@@ -46,13 +50,26 @@ class SERBrain(sb.Brain):
     ``test_rows`` the ``(id, target index, probabilities)`` of every test
     utterance and ``test_selected_epoch`` the epoch of the checkpoint used.
 
+    A model with a regressor (``task: dimensional`` or ``joint``, see
+    :class:`~sercaf_toolkit.lobes.model.DimensionHead`) is trained on
+    ``1 - mean CCC`` of each batch (scaled by the head's ``loss_weight``
+    and added to the NLL in a joint model); its figures (CCC, Pearson,
+    MAE over the whole stage) are in ``dimension_summary`` after each
+    stage, and a test leaves ``test_dimension_summary`` and
+    ``test_dimension_rows``: ``(id, true values, predicted values)`` on
+    the corpus's scale. ``task: dimensional`` selects the checkpoint on
+    the validation mean CCC (``CCC``, or a ``selection_key`` naming one
+    dimension's, ``CCC_arousal``); a joint model on ``selection_key``
+    (``UA`` by default; ``CCC`` chooses by the dimensions instead).
+
     :meth:`calibrate` (before :meth:`evaluate`) fits the head's temperature
     on the validation set; the test then gives calibrated probabilities,
     ``test_rows_uncalibrated`` those of temperature 1, and ``calibration``
     the temperature and the figures before and after.
 
     Batches carry ``id``, ``sig`` (padded waveforms and relative lengths)
-    and ``label_encoded``.
+    and ``label_encoded`` (not for ``task: dimensional``), and ``dims``
+    (``[B, D]`` values on the corpus's scale) for a model with a regressor.
     """
 
     def __init__(self, modules=None, *args, **kwargs):
@@ -66,6 +83,15 @@ class SERBrain(sb.Brain):
         labels = self.hparams.label_encoder
         self.label_names = [labels.ind2lab[i] for i in range(len(labels))]
         self.selection_key = getattr(self.hparams, "selection_key", "UA")
+        model = self._model()
+        regressor = getattr(model, "regressor", None)
+        self.has_classifier = getattr(model, "classifier", True) is not None
+        self.dimension_names = (
+            list(regressor.dimensions) if regressor is not None else []
+        )
+        if not self.has_classifier and not self.selection_key.startswith("CCC"):
+            # No class figures to select on: the validation mean CCC.
+            self.selection_key = "CCC"
         # Set by calibrate(): the checkpoint loaded for testing has
         # temperature 1, and on_evaluate_start applies this one.
         self.temperature = None
@@ -73,11 +99,16 @@ class SERBrain(sb.Brain):
         self.ssl_warmup_steps = getattr(self.hparams, "ssl_warmup_steps", 0)
         # Train metrics survive an intra-epoch checkpoint and resume.
         self.train_metrics = EmotionMetrics(self.label_names)
+        self.train_dimension_metrics = DimensionMetrics(self.dimension_names)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("random_state", RandomState())
             self.checkpointer.add_recoverable(
                 "train_metrics", self.train_metrics
             )
+            if self.dimension_names:  # a categorical checkpoint is unchanged
+                self.checkpointer.add_recoverable(
+                    "train_dimension_metrics", self.train_dimension_metrics
+                )
 
     # Forward and loss -------------------------------------------------------
 
@@ -113,7 +144,41 @@ class SERBrain(sb.Brain):
             yield
 
     def compute_objectives(self, predictions, batch, stage):
-        """Class-weighted NLL loss; accumulates metrics and predictions."""
+        """Class-weighted NLL loss; accumulates metrics and predictions.
+
+        With a regressor, ``predictions`` is the pair of
+        :meth:`~sercaf_toolkit.lobes.DualStreamModel.task_outputs`, and the
+        loss adds (or, alone, is) ``1 - mean CCC`` of the batch on the
+        unit scale (the CCC of the whole epoch is reported, not this).
+        """
+        if not isinstance(predictions, tuple):
+            return self._categorical_objectives(predictions, batch, stage)
+        log_probs, values = predictions
+        loss = 0.0
+        if log_probs is not None:
+            loss = self._categorical_objectives(log_probs, batch, stage)
+        head = self._model().regressor
+        true = batch.dims.data.float()
+        dimension_loss = ccc_loss(values.float(), head.to_unit(true))
+        weight = head.loss_weight if log_probs is not None else 1.0
+        loss = loss + weight * dimension_loss
+        predicted = head.from_unit(values.detach().float())
+        self.dimension_metrics.append(batch.id, predicted, true)
+        if stage == sb.Stage.TEST:
+            for utt_id, y, p in zip(
+                batch.id, true.cpu().tolist(), predicted.cpu().tolist()
+            ):
+                self.test_dimension_rows.append((utt_id, y, p))
+        return loss
+
+    def _model(self):
+        """The DualStreamModel, through the training wrappers."""
+        model = self.modules.model
+        model = getattr(model, "module", model)  # DistributedDataParallel
+        return getattr(model, "model", model)  # LogProbabilities
+
+    def _categorical_objectives(self, predictions, batch, stage):
+        """Class-weighted NLL of log-probabilities; keeps class figures."""
         targets, _ = batch.label_encoded
         targets = targets.reshape(-1)
         loss = torch.nn.functional.nll_loss(
@@ -170,10 +235,7 @@ class SERBrain(sb.Brain):
 
     def _head(self):
         """The model's classifier head, through the training wrappers."""
-        model = self.modules.model
-        model = getattr(model, "module", model)  # DistributedDataParallel
-        model = getattr(model, "model", model)  # LogProbabilities
-        head = model.classifier
+        head = self._model().classifier
         if not hasattr(head, "set_temperature"):
             raise UserError(
                 f"calibrate: True needs a classifier head with a "
@@ -222,6 +284,8 @@ class SERBrain(sb.Brain):
         for batch in loader:
             with self.evaluation_ctx:
                 out = self.compute_forward(batch, sb.Stage.VALID)
+            if isinstance(out, tuple):  # a joint model: its classifier
+                out = out[0]
             log_probs.append(out.detach().float().cpu())
             targets.append(batch.label_encoded[0].reshape(-1).cpu())
         if not log_probs:
@@ -246,6 +310,8 @@ class SERBrain(sb.Brain):
 
     def _set_class_weights(self):
         weights = getattr(self.hparams, "class_weights", None)
+        if not self.has_classifier:
+            weights = None  # no classes to weigh
         if isinstance(weights, str):
             if weights != "balanced":
                 raise ValueError(
@@ -270,18 +336,32 @@ class SERBrain(sb.Brain):
             self.metrics = self.train_metrics
         else:
             self.metrics = EmotionMetrics(self.label_names)
+        self.dimension_metrics = (
+            self.train_dimension_metrics
+            if stage == sb.Stage.TRAIN
+            else DimensionMetrics(self.dimension_names)
+        )
+        if stage == sb.Stage.TRAIN and self.step == 0:
+            self.train_dimension_metrics.clear()
         self.test_rows = []
         self.test_rows_uncalibrated = []
+        self.test_dimension_rows = []
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs WA/UA/F1 and loss, anneals, checkpoints, keeps test results."""
-        summary = self.metrics.summarize()
-        stats = {
-            "loss": stage_loss,
-            "WA": summary["WA"],
-            "UA": summary["UA"],
-            "F1": summary["macro_F1"],
-        }
+        stats = {"loss": stage_loss}
+        summary = None
+        if self.has_classifier:
+            summary = self.metrics.summarize()
+            stats.update(
+                WA=summary["WA"], UA=summary["UA"], F1=summary["macro_F1"]
+            )
+        self.dimension_summary = None
+        if self.dimension_names:
+            self.dimension_summary = self.dimension_metrics.summarize()
+            stats["CCC"] = self.dimension_summary["CCC"]
+            for name in self.dimension_names:
+                stats[f"CCC_{name}"] = self.dimension_summary[f"CCC_{name}"]
         logger = getattr(self.hparams, "train_logger", None)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -299,7 +379,8 @@ class SERBrain(sb.Brain):
             if if_main_process():
                 self._record_history(epoch, stats)
             self.checkpointer.save_and_keep_only(
-                meta={**stats, "epoch": epoch}, max_keys=[self.selection_key]
+                meta={**_comparable(stats), "epoch": epoch},
+                max_keys=[self.selection_key],
             )
         elif stage == sb.Stage.TEST:
             if logger is not None:
@@ -311,6 +392,7 @@ class SERBrain(sb.Brain):
                 )
             # The runner writes the test files and pictures from these.
             self.test_summary = summary
+            self.test_dimension_summary = self.dimension_summary
             self.test_selected_epoch = self.hparams.epoch_counter.current
             if self.calibration is not None:
                 # Sorted as write_test_outputs sorts them: the same sums,
@@ -334,7 +416,7 @@ class SERBrain(sb.Brain):
         if if_main_process():
             self._record_history(epoch, None)
         self.checkpointer.save_and_keep_only(
-            meta={**stats, "epoch": epoch}, num_to_keep=1
+            meta={**_comparable(stats), "epoch": epoch}, num_to_keep=1
         )
 
     def _anneal(self, valid_loss):
@@ -420,6 +502,29 @@ def _in_percent(stats):
     given strings, it prints them as they are.
     """
     return {
-        key: value if key == "loss" else f"{100 * value:.1f}"
+        key: value
+        if key == "loss"
+        else f"{value:.3f}"  # a CCC is read as -1..1, not in percent
+        if key.startswith("CCC")
+        else f"{100 * value:.1f}"
+        for key, value in stats.items()
+    }
+
+
+def _comparable(stats):
+    """Stats for a checkpoint's meta: an undefined CCC as the worst, -1.
+
+    A model that predicts one value for every utterance has no CCC
+    (``nan``); as -1 it is never selected over one that has.
+
+    Example
+    -------
+    >>> _comparable({"UA": 0.5, "CCC": float("nan")})
+    {'UA': 0.5, 'CCC': -1.0}
+    """
+    return {
+        key: -1.0
+        if key.startswith("CCC") and not value == value  # nan
+        else value
         for key, value in stats.items()
     }

@@ -103,7 +103,7 @@ RECIPE_KEYS = frozenset(
         # SERBrain
         "class_weights", "selection_key", "ssl_warmup_steps", "train_logger",
         "lr_annealing", "lr_annealing_ssl", "compile_streams",
-        "validation", "refit", "calibrate",
+        "validation", "refit", "calibrate", "task",
         # the SSL feature cache (sercaf_toolkit.ssl_cache)
         "ssl_cache", "ssl_cache_folder", "ssl_cache_precision",
         # SpeechBrain run options taken from the YAML
@@ -190,9 +190,10 @@ def train(brain_class, hparams, run_opts, validating=True):
     brain, datasets
     """
     datasets = build_datasets(hparams, hparams["label_encoder"])
-    hparams["train_class_counts"] = class_counts(
-        hparams["train_csv"], hparams["label_encoder"]
-    )
+    if hparams.get("task", "categorical") != "dimensional":
+        hparams["train_class_counts"] = class_counts(
+            hparams["train_csv"], hparams["label_encoder"]
+        )
     if hparams.get("ssl_cache") and hparams.get("ssl_cache_folder"):
         attach_ssl_caches(
             hparams["model"],
@@ -313,6 +314,12 @@ on the validation speakers, and validation: none has none; use \
     """
     if not tree.get("calibrate"):
         return
+    if tree.get("task") == "dimensional":
+        raise UserError(
+            "calibrate: True fits the temperature of the classifier's "
+            "probabilities, and task: dimensional has no classifier; use "
+            "--task=joint or leave calibrate off"
+        )
     if not uses_validation(validation):
         raise UserError(
             "calibrate: True fits the temperature on the validation "
@@ -617,10 +624,26 @@ def _train_test_export(
             input_normalization=run_input_normalization(output_folder),
         )
         summary = brain.test_summary
+        figures = []
+        if summary is not None:
+            figures.append(
+                f"WA {100 * summary['WA']:.1f}  UA {100 * summary['UA']:.1f}"
+                f"  F1 {100 * summary['macro_F1']:.1f}"
+            )
+        dimensions = getattr(brain, "test_dimension_summary", None)
+        if dimensions is not None:
+            figures.append(
+                f"CCC {dimensions['CCC']:.3f} ("
+                + ", ".join(
+                    f"{name} {dimensions[f'CCC_{name}']:.3f}"
+                    for name in brain.dimension_names
+                )
+                + ")"
+            )
         print(
-            f"Test on unseen speakers: WA {100 * summary['WA']:.1f}  "
-            f"UA {100 * summary['UA']:.1f}  F1 {100 * summary['macro_F1']:.1f}"
-            f"  (epoch {brain.test_selected_epoch}; "
+            "Test on unseen speakers: "
+            + "  ".join(figures)
+            + f"  (epoch {brain.test_selected_epoch}; "
             + getattr(brain, "selected_on", f"best valid {brain.selection_key}")
             + ")"
         )

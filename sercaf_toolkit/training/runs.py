@@ -114,7 +114,15 @@ RESULT_RUN_OPTIONS = (
 # reproduces what those runs did: a record without the key is compared as
 # if it held that value (a run recorded before these keys existed was
 # neither calibrated nor text-disjoint: asked again, it is the same run).
-LATER_KEYS = {"calibrate": "False", "text_disjoint": "False"}
+LATER_KEYS = {
+    "calibrate": "False",
+    "text_disjoint": "False",
+    # Before tasks: every run was categorical, its model without regressor
+    # and its preparation without dimensions.
+    "task": "categorical",
+    "model.regressor": "None",
+    "prepare.task": "categorical",
+}
 
 DATA_KEY = "data"
 LOCK_NAME = "run.lock"
