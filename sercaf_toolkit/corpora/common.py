@@ -24,7 +24,10 @@ import logging
 import os
 import random
 
-from sercaf_toolkit.corpora.speaker_normalization import normalize_speakers
+from sercaf_toolkit.corpora.speaker_normalization import (
+    normalize_speakers,
+    training_record,
+)
 from sercaf_toolkit.data import (
     AudioError,
     audio_duration,
@@ -629,8 +632,6 @@ def prepare_fold(
         normalized = normalize_speakers(rows, normalized_folder)
         # What the export records, so that inference can refuse raw audio
         # and normalise enrolled speakers the same way.
-        from sercaf_toolkit.deployment.speakers import training_record
-
         input_normalization = training_record(rows, normalized_folder)
         position = {id(row): index for index, row in enumerate(rows)}
         splits = {

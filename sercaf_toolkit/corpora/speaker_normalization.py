@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 N_FFT = 2048
 HOP_LENGTH = 512
 STATISTICS_FOLDER = "statistics"
+# The kind of input normalisation an export records (training_record).
+KIND = "speaker_mean_logmel"
 
 
 def logmel_settings(n_mels=64, sample_rate=16000):
@@ -320,3 +322,40 @@ def normalize_speakers(
         folder,
     )
     return new_rows
+
+
+def training_record(
+    rows, folder, n_mels=64, max_gain_db=30.0, sample_rate=16000
+):
+    """What an export records of a run's speaker normalisation.
+
+    The target is the mean over the corpus's speakers (each counted once)
+    of their mean log-mel spectra, as
+    :func:`~sercaf_toolkit.corpora.speaker_normalization.normalize_speakers`
+    computes it; the speakers' statistics come from its cache in
+    ``folder``, so this reads what training wrote.
+
+    Arguments
+    ---------
+    rows : list of dict
+        The corpus's manifest rows (``wav``, ``speaker``), raw audio.
+    folder : str
+        The normalised-audio folder of the run.
+    n_mels, max_gain_db, sample_rate : int, float, int
+        As given to ``normalize_speakers``.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``kind``, ``target_db``, ``max_gain_db`` and the
+        log-mel settings.
+    """
+    means = cached_speaker_spectra(rows, folder, n_mels, sample_rate)
+    target = np.mean([means[speaker] for speaker in sorted(means)], axis=0)
+    return {
+        "kind": KIND,
+        "target_db": target.tolist(),
+        "max_gain_db": float(max_gain_db),
+        "speakers": len(means),
+        **logmel_settings(n_mels, sample_rate),
+    }

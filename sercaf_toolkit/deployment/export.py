@@ -119,7 +119,7 @@ def export_model(
         The key of the model in the recipe's YAML.
     input_normalization : dict, optional
         The speaker normalisation the model was trained with (see
-        :func:`sercaf_toolkit.deployment.speakers.training_record`):
+        :func:`sercaf_toolkit.corpora.speaker_normalization.training_record`):
         written to ``input_normalization.json``, and the folder refuses
         raw audio. None: a model trained on raw audio.
 

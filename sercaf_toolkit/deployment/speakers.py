@@ -28,10 +28,15 @@ import os
 import numpy as np
 import torch
 
+# What training records lives with the normalisation it describes; kept
+# importable here, where inference reads it back.
+from sercaf_toolkit.corpora.speaker_normalization import (  # noqa: F401
+    KIND,
+    training_record,
+)
 from sercaf_toolkit.errors import UserError
 
 RECORD_FILE = "input_normalization.json"
-KIND = "speaker_mean_logmel"
 SAMPLE_RATE = 16000
 
 
@@ -49,46 +54,6 @@ def default_cache_folder():
         os.path.expanduser("~"), ".cache", "sercaf"
     )
     return os.path.join(root, "speakers")
-
-
-def training_record(rows, folder, n_mels=64, max_gain_db=30.0):
-    """What an export records of a run's speaker normalisation.
-
-    The target is the mean over the corpus's speakers (each counted once)
-    of their mean log-mel spectra, as
-    :func:`~sercaf_toolkit.corpora.speaker_normalization.normalize_speakers`
-    computes it; the speakers' statistics come from its cache in
-    ``folder``, so this reads what training wrote.
-
-    Arguments
-    ---------
-    rows : list of dict
-        The corpus's manifest rows (``wav``, ``speaker``), raw audio.
-    folder : str
-        The normalised-audio folder of the run.
-    n_mels, max_gain_db : int, float
-        As given to ``normalize_speakers``.
-
-    Returns
-    -------
-    dict
-        JSON-ready: ``kind``, ``target_db``, ``max_gain_db`` and the
-        log-mel settings.
-    """
-    from sercaf_toolkit.corpora.speaker_normalization import (
-        cached_speaker_spectra,
-        logmel_settings,
-    )
-
-    means = cached_speaker_spectra(rows, folder, n_mels, SAMPLE_RATE)
-    target = np.mean([means[speaker] for speaker in sorted(means)], axis=0)
-    return {
-        "kind": KIND,
-        "target_db": target.tolist(),
-        "max_gain_db": float(max_gain_db),
-        "speakers": len(means),
-        **logmel_settings(n_mels, SAMPLE_RATE),
-    }
 
 
 def read_record(model):
