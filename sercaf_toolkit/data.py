@@ -412,7 +412,45 @@ def build_datasets(hparams, label_encoder):
             dataset.add_dynamic_item(dimension_pipeline)
         # The file path keys the SSL feature cache (sercaf_toolkit.ssl_cache).
         dataset.set_output_keys(keys + (["dims"] if dimensions else []))
+    speakers = hparams.get("train_speakers")
+    if speakers and datasets["train"] is not None:
+        # The speaker adversary's targets: training speakers only (the
+        # valid and test sets have none, and their speakers are unknown
+        # to it).
+        index = {speaker: i for i, speaker in enumerate(speakers)}
+
+        @sb.utils.data_pipeline.takes("speaker")
+        @sb.utils.data_pipeline.provides("speaker_encoded")
+        def speaker_pipeline(speaker):
+            return torch.tensor([index[speaker]])
+
+        datasets["train"].add_dynamic_item(speaker_pipeline)
+        datasets["train"].set_output_keys(
+            keys + (["dims"] if dimensions else []) + ["speaker_encoded"]
+        )
     return datasets
+
+
+def manifest_speakers(manifest_path):
+    """The distinct speakers of a manifest, sorted.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> write_manifest(
+    ...     [
+    ...         {"ID": "a", "duration": 1.0, "wav": "a.wav", "label": "sad",
+    ...          "speaker": "s2"},
+    ...         {"ID": "b", "duration": 1.0, "wav": "b.wav", "label": "sad",
+    ...          "speaker": "s1"},
+    ...     ],
+    ...     path,
+    ... )
+    >>> manifest_speakers(path)
+    ['s1', 's2']
+    """
+    return sorted({row["speaker"] for row in read_manifest(manifest_path)})
 
 
 def _check_dimensions(manifest, utt_id, item, dimensions):

@@ -1,6 +1,11 @@
 """Reusable building blocks, wired together per experiment in YAML."""
 
-from sercaf_toolkit.lobes.egemaps import EGeMAPSDescriptors
+from sercaf_toolkit.lobes.adversary import SpeakerAdversary
+from sercaf_toolkit.lobes.egemaps import (
+    EGeMAPSDescriptors,
+    EGeMAPSFunctionals,
+    FunctionalsBranch,
+)
 from sercaf_toolkit.lobes.fusion import (
     ConcatFusion,
     CrossAttentionFusion,
@@ -37,6 +42,8 @@ __all__ = [
     "DPCNN",
     "DualStreamModel",
     "EGeMAPSDescriptors",
+    "EGeMAPSFunctionals",
+    "FunctionalsBranch",
     "DimensionHead",
     "EmotionHead",
     "FiLMFusion",
@@ -49,6 +56,7 @@ __all__ = [
     "PaperCAF",
     "PassThrough",
     "SSLStream",
+    "SpeakerAdversary",
     "SpectrogramStream",
     "Stream",
     "ProbePooling",

@@ -4,6 +4,8 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+from typing import NamedTuple
+
 import torch
 
 from sercaf_toolkit.lobes.stream import Stream, built
@@ -172,6 +174,21 @@ def _temperature_defaults_to_one(module, state_dict, prefix, *args):
     state_dict.setdefault(prefix + "temperature", torch.ones(()))
 
 
+class Encoding(NamedTuple):
+    """What :meth:`DualStreamModel.encode` computes on the way to the heads.
+
+    ``embedding`` is what the heads see (the fused embedding, with the
+    standardised functionals appended when the model has them), ``fused``
+    the fusion block's output and ``streams`` each stream's ``(frames,
+    mask)``: the inputs of training devices such as the speaker adversary
+    (:mod:`sercaf_toolkit.lobes.adversary`).
+    """
+
+    embedding: torch.Tensor
+    fused: torch.Tensor
+    streams: list
+
+
 class DualStreamModel(torch.nn.Module):
     """Streams, one fusion block and a classifier head, wired by YAML.
 
@@ -202,6 +219,13 @@ class DualStreamModel(torch.nn.Module):
         ``classifier``) for ``task: dimensional`` or ``joint``; built after
         the classifier, so that a model without one draws the same random
         numbers as before regressors existed.
+    functionals : torch.nn.Module or callable or None
+        An utterance-level branch ``(wavs, wav_lens) -> [B, F]`` with an
+        ``output_size`` (a
+        :class:`~sercaf_toolkit.lobes.egemaps.FunctionalsBranch`, or a
+        factory of one called without arguments), whose output is appended
+        to the fused embedding before the heads (whose linear layers then
+        add a linear classifier of it); None (the default) for none.
 
     Example
     -------
@@ -226,7 +250,9 @@ class DualStreamModel(torch.nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, streams, fusion, classifier=None, regressor=None):
+    def __init__(
+        self, streams, fusion, classifier=None, regressor=None, functionals=None
+    ):
         super().__init__()
         if classifier is None and regressor is None:
             raise ValueError("a model needs a classifier, a regressor or both")
@@ -234,6 +260,14 @@ class DualStreamModel(torch.nn.Module):
         input_sizes = [stream.output_size for stream in self.streams]
         self.fusion = built(fusion, input_sizes=input_sizes)
         size = self.fusion.output_size
+        # Registered only when there is one (a model without keeps its
+        # state dict keys); it has no random draws, so the heads built
+        # after it start from the weights they started from without it.
+        if functionals is not None:
+            self.functionals = built(functionals)
+            size += self.functionals.output_size
+        else:
+            self.functionals = None
         self.classifier = (
             None if classifier is None else built(classifier, input_size=size)
         )
@@ -260,10 +294,26 @@ class DualStreamModel(torch.nn.Module):
         torch.Tensor
             ``[batch, output_size]`` utterance embeddings.
         """
+        return self.encode(wavs, wav_lens).embedding
+
+    def encode(self, wavs, wav_lens=None):
+        """The embedding the heads see, and what it was computed from.
+
+        Returns
+        -------
+        Encoding
+            ``embedding`` ``[B, output_size]``, ``fused`` (the fusion
+            block's output) and ``streams`` (each stream's frames and mask).
+        """
         outputs = [stream(wavs, wav_lens) for stream in self.streams]
         features = [frames for frames, _ in outputs]
         masks = [mask for _, mask in outputs]
-        return self.fusion(features, masks)
+        fused = self.fusion(features, masks)
+        embedding = fused
+        if self.functionals is not None:
+            values = self.functionals(wavs, wav_lens).to(fused.dtype)
+            embedding = torch.cat([fused, values], dim=-1)
+        return Encoding(embedding, fused, outputs)
 
     def log_probabilities(self, wavs, wav_lens=None):
         """Class log-probabilities ``[B, n_classes]`` of a waveform batch."""
@@ -290,13 +340,22 @@ class DualStreamModel(torch.nn.Module):
             values on the unit scale or None)``, from one embedding.
         """
         embeddings = self(wavs, wav_lens)
+        if self.regressor is None:
+            return self.classifier(embeddings), None
+        return self.heads(embeddings)
+
+    def heads(self, embeddings):
+        """What the model predicts from ``[B, output_size]`` embeddings.
+
+        ``[B, classes]`` log-probabilities for a categorical model; for a
+        model with a regressor, the pair of :meth:`task_outputs`.
+        """
+        if self.regressor is None:
+            return self.classifier(embeddings)
         log_probs = None
         if self.classifier is not None:
             log_probs = self.classifier(embeddings)
-        values = None
-        if self.regressor is not None:
-            values = self.regressor.unit(embeddings)
-        return log_probs, values
+        return log_probs, self.regressor.unit(embeddings)
 
 
 class LogProbabilities(torch.nn.Module):
@@ -317,15 +376,21 @@ class LogProbabilities(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, wavs, wav_lens=None):
+    def forward(self, wavs, wav_lens=None, with_encoding=False):
         """``[B, n_classes]`` log-probabilities of a waveform batch.
 
         A model with a regressor (``task: dimensional`` or ``joint``) gives
-        the pair of :meth:`DualStreamModel.task_outputs` instead.
+        the pair of :meth:`DualStreamModel.task_outputs` instead. With
+        ``with_encoding``, the pair ``(predictions, Encoding)``: what a
+        training device (the speaker adversary) needs besides, from the
+        same forward pass.
         """
-        if getattr(self.model, "regressor", None) is None:
-            return self.model.log_probabilities(wavs, wav_lens)
-        return self.model.task_outputs(wavs, wav_lens)
+        if not with_encoding:
+            if getattr(self.model, "regressor", None) is None:
+                return self.model.log_probabilities(wavs, wav_lens)
+            return self.model.task_outputs(wavs, wav_lens)
+        encoding = self.model.encode(wavs, wav_lens)
+        return self.model.heads(encoding.embedding), encoding
 
 
 def describe_model(model):

@@ -7,6 +7,7 @@ Authors
 import contextlib
 import json
 import os
+from typing import NamedTuple
 
 import speechbrain as sb
 import torch
@@ -24,9 +25,17 @@ from sercaf_toolkit.evaluation.metrics import (
     EmotionMetrics,
     ccc_loss,
 )
+from sercaf_toolkit.lobes.masking import MaskedPooling
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.stream import pretrained_streams
 from sercaf_toolkit.training.checkpoints import RandomState
+
+
+class AdversarialOutputs(NamedTuple):
+    """A training batch's predictions and its speaker adversary's loss."""
+
+    predictions: object
+    adversary_loss: torch.Tensor
 
 
 class SERBrain(sb.Brain):
@@ -126,11 +135,45 @@ class SERBrain(sb.Brain):
             yield
 
     def compute_forward(self, batch, stage):
-        """Returns ``[B, classes]`` log-probabilities of the batch."""
+        """Returns ``[B, classes]`` log-probabilities of the batch.
+
+        In training with a speaker adversary, an :class:`AdversarialOutputs`
+        of the predictions and the adversary's loss on the batch.
+        """
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         with self._ssl_warmup(stage), self._audio_files(batch):
-            return self.modules.model(wavs, wav_lens)
+            if not self._adversarial(stage):
+                return self.modules.model(wavs, wav_lens)
+            predictions, encoding = self.modules.model(
+                wavs, wav_lens, with_encoding=True
+            )
+        return AdversarialOutputs(
+            predictions, self._adversary_loss(encoding, batch)
+        )
+
+    def _adversarial(self, stage):
+        """Whether this stage trains against the speaker adversary."""
+        return stage == sb.Stage.TRAIN and "adversary" in self.modules
+
+    def _adversary_loss(self, encoding, batch):
+        """The speaker classifiers' loss, scaled by the schedule's progress.
+
+        The progress through training (0 to 1) sets the gradient
+        reversal's scale; it counts finished epochs and this epoch's
+        steps, so a resumed run continues the schedule where it was.
+        """
+        adversary = self.modules.adversary
+        adversary = getattr(adversary, "module", adversary)  # DDP
+        epochs = self.hparams.epoch_counter.limit
+        done = self.hparams.epoch_counter.current - 1
+        per_epoch = max(getattr(self, "train_batches", 0), 1)
+        adversary.set_progress((done + min(self.step / per_epoch, 1)) / epochs)
+        pooled = [
+            _masked_mean(frames, mask) for frames, mask in encoding.streams
+        ]
+        speakers = batch.speaker_encoded.data.reshape(-1)
+        return self.modules.adversary.loss(encoding.fused, pooled, speakers)
 
     @contextlib.contextmanager
     def _audio_files(self, batch):
@@ -151,6 +194,10 @@ class SERBrain(sb.Brain):
         loss adds (or, alone, is) ``1 - mean CCC`` of the batch on the
         unit scale (the CCC of the whole epoch is reported, not this).
         """
+        if isinstance(predictions, AdversarialOutputs):
+            loss = self.compute_objectives(predictions.predictions, batch, stage)
+            self.adversary_losses.append(predictions.adversary_loss.item())
+            return loss + predictions.adversary_loss
         if not isinstance(predictions, tuple):
             return self._categorical_objectives(predictions, batch, stage)
         log_probs, values = predictions
@@ -214,6 +261,12 @@ class SERBrain(sb.Brain):
         """
         self.validating = valid_set is not None
         return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+
+    def _fit_train(self, train_set, epoch, enable):
+        # The adversary's schedule counts steps within an epoch; Brain
+        # makes the loader inside fit(), so its length is known here.
+        self.train_batches = len(train_set)
+        return super()._fit_train(train_set, epoch, enable)
 
     def on_fit_start(self):
         """Sets up class weights, then the default (optimizers, resume)."""
@@ -346,6 +399,7 @@ class SERBrain(sb.Brain):
         self.test_rows = []
         self.test_rows_uncalibrated = []
         self.test_dimension_rows = []
+        self.adversary_losses = []
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs WA/UA/F1 and loss, anneals, checkpoints, keeps test results."""
@@ -362,6 +416,12 @@ class SERBrain(sb.Brain):
             stats["CCC"] = self.dimension_summary["CCC"]
             for name in self.dimension_names:
                 stats[f"CCC_{name}"] = self.dimension_summary[f"CCC_{name}"]
+        if self.adversary_losses:
+            # The speaker classifiers' cross-entropy (training speakers):
+            # near log(speakers) when the embedding hides them.
+            stats["speaker_loss"] = sum(self.adversary_losses) / len(
+                self.adversary_losses
+            )
         logger = getattr(self.hparams, "train_logger", None)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -503,7 +563,7 @@ def _in_percent(stats):
     """
     return {
         key: value
-        if key == "loss"
+        if key.endswith("loss")
         else f"{value:.3f}"  # a CCC is read as -1..1, not in percent
         if key.startswith("CCC")
         else f"{100 * value:.1f}"
@@ -528,3 +588,8 @@ def _comparable(stats):
         else value
         for key, value in stats.items()
     }
+
+
+def _masked_mean(frames, mask):
+    """``[B, D]`` mean of each utterance's valid frames."""
+    return MaskedPooling("mean")(frames, mask)

@@ -52,6 +52,7 @@ from sercaf_toolkit.data import (
     class_counts,
     loader_kwargs,
     manifest_fields,
+    manifest_speakers,
     read_manifest,
     write_manifest,
 )
@@ -104,6 +105,8 @@ RECIPE_KEYS = frozenset(
         "class_weights", "selection_key", "ssl_warmup_steps", "train_logger",
         "lr_annealing", "lr_annealing_ssl", "compile_streams",
         "validation", "refit", "calibrate", "task",
+        # speaker-adversarial training (sercaf_toolkit.lobes.adversary)
+        "adversary_weight", "speaker_adversary",
         # the SSL feature cache (sercaf_toolkit.ssl_cache)
         "ssl_cache", "ssl_cache_folder", "ssl_cache_precision",
         # SpeechBrain run options taken from the YAML
@@ -189,6 +192,10 @@ def train(brain_class, hparams, run_opts, validating=True):
     -------
     brain, datasets
     """
+    modules = {"model": hparams["model"]}
+    adversary = speaker_adversary(hparams)
+    if adversary is not None:
+        modules["adversary"] = adversary
     datasets = build_datasets(hparams, hparams["label_encoder"])
     if hparams.get("task", "categorical") != "dimensional":
         hparams["train_class_counts"] = class_counts(
@@ -202,7 +209,7 @@ def train(brain_class, hparams, run_opts, validating=True):
             hparams.get("ssl_cache_precision", "fp16"),
         )
     brain = brain_class(
-        modules={"model": hparams["model"]},
+        modules=modules,
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
@@ -224,6 +231,42 @@ def train(brain_class, hparams, run_opts, validating=True):
         else {},
     )
     return brain, datasets
+
+
+def speaker_adversary(hparams):
+    """Builds the speaker adversary of a training, if the recipe has one.
+
+    With ``adversary_weight`` above 0, ``speaker_adversary`` (a ``!name:``
+    factory of :class:`~sercaf_toolkit.lobes.adversary.SpeakerAdversary`)
+    is called with the model's widths and the number of speakers in
+    ``train_csv``, whose sorted names become ``hparams["train_speakers"]``
+    (the targets :func:`~sercaf_toolkit.data.build_datasets` encodes). It
+    is a training device kept beside the model, never inside it: the
+    checkpoints keep it for resuming, the exported model has none of it.
+
+    Returns
+    -------
+    SpeakerAdversary or None
+    """
+    if not hparams.get("adversary_weight"):
+        return None
+    speakers = manifest_speakers(hparams["train_csv"])
+    if len(speakers) < 2:
+        raise UserError(
+            f"adversary_weight: {hparams['adversary_weight']} needs at "
+            f"least 2 training speakers to tell apart, and "
+            f"{hparams['train_csv']} has {len(speakers)}; use "
+            "--adversary_weight=0 for this protocol"
+        )
+    hparams["train_speakers"] = speakers
+    model = hparams["model"]
+    adversary = hparams["speaker_adversary"](
+        input_size=model.fusion.output_size,
+        n_speakers=len(speakers),
+        stream_sizes=[stream.output_size for stream in model.streams],
+    )
+    hparams["checkpointer"].add_recoverable("speaker_adversary", adversary)
+    return adversary
 
 
 def write_refit_manifests(output_folder, refit_hparams):

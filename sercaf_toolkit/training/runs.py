@@ -122,6 +122,21 @@ LATER_KEYS = {
     "task": "categorical",
     "model.regressor": "None",
     "prepare.task": "categorical",
+    # Before speaker-invariant training: no functionals branch, no speaker
+    # adversary (adversary_weight 0 builds none).
+    "functionals": "none",
+    "model.functionals": "None",
+    "adversary_weight": "0.0",
+    "adversary_schedule": "dann",
+    "adversary_hidden": "64",
+    "adversary_on_streams": "False",
+    "adversary_dropout": "0.1",
+    "speaker_adversary": "!name:sercaf_toolkit.lobes.adversary.SpeakerAdversary",
+    "speaker_adversary.dropout": "0.1",
+    "speaker_adversary.hidden_size": "64",
+    "speaker_adversary.on_streams": "False",
+    "speaker_adversary.schedule": "dann",
+    "speaker_adversary.weight": "0.0",
 }
 
 DATA_KEY = "data"
