@@ -278,6 +278,70 @@ def format_table(results, runs_per_row):
     return "\n".join(lines)
 
 
+def load_results(path):
+    """The per-run results of a ``--json`` file, rows as ints."""
+    with open(path, encoding="utf-8") as source:
+        return {int(row): runs for row, runs in json.load(source).items()}
+
+
+def paired_differences(runs, reference, metric="UA"):
+    """``metric`` differences of ``runs`` to ``reference``, same fold and seed.
+
+    Example
+    -------
+    >>> a = [{"fold": 1, "seed": 1, "UA": 0.5},
+    ...      {"fold": 2, "seed": 1, "UA": 0.4}]
+    >>> b = [{"fold": 2, "seed": 1, "UA": 0.3},
+    ...      {"fold": 1, "seed": 1, "UA": 0.5}]
+    >>> [round(d, 3) for d in paired_differences(a, b)]
+    [0.0, 0.1]
+    """
+    by_pair = {(r["fold"], r["seed"]): r[metric] for r in reference}
+    missing = [(r["fold"], r["seed"]) for r in runs if (r["fold"], r["seed"])
+               not in by_pair]  # fmt: skip
+    if missing:
+        raise ValueError(
+            f"the reference has no run of fold {missing[0][0]} seed "
+            f"{missing[0][1]}; run it with the same --folds and --seeds"
+        )
+    return [r[metric] - by_pair[(r["fold"], r["seed"])] for r in runs]
+
+
+def format_differences(results, reference, metric="UA"):
+    """Markdown: each deep row's mean difference, 95 % t interval, p.
+
+    The p-value is the exact sign-flip permutation test of ``sercaf
+    compare`` (:func:`sercaf_toolkit.evaluation.compare.sign_flip_test`),
+    the interval its t interval, both over the fold x seed pairs.
+    """
+    from sercaf_toolkit.evaluation.compare import sign_flip_test, t_interval
+
+    lines = [
+        f"| row | pairs | {metric} | reference | difference | 95 % interval "
+        "| p (sign flips) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, runs in results.items():
+        if not runs or row not in DEEP_ROWS or not reference.get(row):
+            continue
+        differences = paired_differences(runs, reference[row], metric)
+        interval = t_interval(differences)
+        p, _ = sign_flip_test(differences)
+        mean = statistics.fmean(r[metric] for r in runs)
+        lines.append(
+            f"| {row} | {len(differences)} | {mean:.3f} | "
+            f"{mean - statistics.fmean(differences):.3f} | "
+            f"{statistics.fmean(differences):+.3f} | "
+            + (
+                f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+                if interval
+                else "n/a"
+            )
+            + f" | {p:.3g} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_args(argv):
     # Both spellings of each option, as every sercaf command takes them.
     parser = Parser(description=__doc__.split("\n")[0])
@@ -300,6 +364,11 @@ def parse_args(argv):
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", help="also write the per-run results here")
+    parser.add_argument(
+        "--reference",
+        help="a --json file of another invocation (e.g. the defaults): "
+        "each deep row's UA difference to it, paired over fold x seed",
+    )
     return parser.parse_args(argv)
 
 
@@ -334,13 +403,17 @@ def main(argv=None):
                     true, predicted = run_baseline(
                         row, splits, all_paths, args.output_folder
                     )
-                    results[row].append(scores(true, predicted))
+                    results[row].append(
+                        {"fold": fold, "seed": None, **scores(true, predicted)}
+                    )
                     continue
                 for seed in seeds:
                     name = f"row{row}_fold{fold}_seed{seed}"
                     out = os.path.join(args.output_folder, "runs", name)
                     true, predicted = run_deep(row, fold, seed, args, out)
-                    results[row].append(scores(true, predicted))
+                    results[row].append(
+                        {"fold": fold, "seed": seed, **scores(true, predicted)}
+                    )
                     print(
                         f"  row {row} fold {fold} seed {seed}: UA "
                         f"{results[row][-1]['UA']:.3f}"
@@ -354,6 +427,9 @@ def main(argv=None):
         f"{time.time() - started:.0f} s"
     )
     print(format_table(results, len(folds)))
+    if args.reference:
+        print(f"\nagainst {args.reference}, paired over fold x seed:")
+        print(format_differences(results, load_results(args.reference)))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump({str(k): v for k, v in results.items()}, out, indent=2)

@@ -149,10 +149,11 @@ def export_model(
     for node, stream in zip(stream_nodes, model.streams):
         if hasattr(stream, "export_arguments"):
             node.update(stream.export_arguments())
-    for head in ("classifier", "regressor"):
+    for head in ("classifier", "regressor", "functionals"):
         # A categorical model's `regressor: null` (a dimensional one's
-        # classifier) is left out: the export of a categorical model is
-        # what it was before tasks existed.
+        # classifier, a model's `functionals: null`) is left out: the
+        # export of a categorical model is what it was before tasks and
+        # functionals existed.
         if head in model_node and model_node[head] is None:
             del model_node[head]
     drop_comments(model_node, block_style=True)
