@@ -209,6 +209,7 @@ def run_deep(row, fold, seed, args, output_folder):
         f"--number_of_epochs={args.epochs}",
         f"--output_folder={output_folder}",
         *extra,
+        *(["--speaker_normalization=False"] if args.inductive else []),
         *shlex.split(args.overrides),
     ]
     os.makedirs(output_folder, exist_ok=True)
@@ -360,6 +361,12 @@ def parse_args(argv):
         help="extra recipe overrides for rows 3-5, e.g. '--dropout=0.3'",
     )
     parser.add_argument(
+        "--inductive",
+        action="store_true",
+        help="rows 3-5 label each test file on its own: the recipe's "
+        "defaults with --speaker_normalization=False",
+    )
+    parser.add_argument(
         "--recipe", default=RECIPE, help="folder of logmel.yaml and caf.yaml"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -422,8 +429,9 @@ def main(argv=None):
         print(f"learning.py: error: {error}", file=sys.stderr)
         return 2
     print(
-        f"\nfolds {args.folds}, seeds {args.seeds} (rows 3-5), "
-        f"{args.epochs} epochs, corpus scale {args.scale:g}, "
+        f"\nfolds {args.folds}, seeds {args.seeds} (rows 3-5"
+        + (", inductive" if args.inductive else "")
+        + f"), {args.epochs} epochs, corpus scale {args.scale:g}, "
         f"{time.time() - started:.0f} s"
     )
     print(format_table(results, len(folds)))

@@ -11,6 +11,7 @@ the corpus, labels held-out speakers clearly above chance.
 import collections
 import hashlib
 import importlib.util
+import json
 import os
 import pathlib
 import sys
@@ -197,3 +198,38 @@ def test_logmel_stream_beats_chance_on_unseen_speakers(tmp_path):
     chance = 1 / len(expressive.EMOTIONS)
     ua = balanced_accuracy_score(true, predicted)
     assert ua > chance + 0.1, f"held-out-speaker UA {ua:.3f}"
+
+
+def test_benchmark_pairs_runs_by_fold_and_seed(tmp_path):
+    """--reference: a lever's UA differences to the defaults, paired."""
+    benchmark = load_benchmark()
+    reference = {
+        3: [
+            {"fold": f, "seed": s, "UA": 0.4 + 0.01 * f, "WA": 0, "F1": 0}
+            for f in (1, 2)
+            for s in (1, 2)
+        ]
+    }
+    lever = {
+        3: [
+            {**run, "UA": run["UA"] + 0.05 + 0.01 * run["seed"]}
+            for run in reversed(reference[3])  # another order: paired anyway
+        ],
+        1: [{"fold": 1, "seed": None, "UA": 0.5, "WA": 0, "F1": 0}],
+    }
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps({str(k): v for k, v in reference.items()}))
+    table = benchmark.format_differences(lever, benchmark.load_results(path))
+    lines = table.splitlines()
+    assert len(lines) == 3  # header, rule, row 3 (row 1 is no deep row)
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells[:5] == ["3", "4", "0.480", "0.415", "+0.065"]
+    # All four pairs gain: of the 16 sign patterns, only the two
+    # all-same-sign ones are as extreme.
+    assert cells[6] == "0.125"
+    low, high = (float(v) for v in cells[5].strip("[]").split(","))
+    assert 0 < low < 0.065 < high
+    with pytest.raises(ValueError, match="fold 1 seed 3"):
+        benchmark.paired_differences(
+            [{"fold": 1, "seed": 3, "UA": 0.1}], reference[3]
+        )

@@ -282,5 +282,7 @@ class FunctionalsBranch(torch.nn.Module):
     def forward(self, wavs, wav_lens=None):
         """``[batch, output_size]`` standardised functionals."""
         values = self.features(wavs, wav_lens)
-        mask = torch.ones(len(values), 1, dtype=torch.bool, device=values.device)
+        mask = torch.ones(
+            len(values), 1, dtype=torch.bool, device=values.device
+        )
         return self.normalization(values[:, None], mask)[:, 0]

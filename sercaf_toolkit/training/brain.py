@@ -195,7 +195,9 @@ class SERBrain(sb.Brain):
         unit scale (the CCC of the whole epoch is reported, not this).
         """
         if isinstance(predictions, AdversarialOutputs):
-            loss = self.compute_objectives(predictions.predictions, batch, stage)
+            loss = self.compute_objectives(
+                predictions.predictions, batch, stage
+            )
             self.adversary_losses.append(predictions.adversary_loss.item())
             return loss + predictions.adversary_loss
         if not isinstance(predictions, tuple):
@@ -262,11 +264,16 @@ class SERBrain(sb.Brain):
         self.validating = valid_set is not None
         return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
 
-    def _fit_train(self, train_set, epoch, enable):
-        # The adversary's schedule counts steps within an epoch; Brain
-        # makes the loader inside fit(), so its length is known here.
-        self.train_batches = len(train_set)
-        return super()._fit_train(train_set, epoch, enable)
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **kw):
+        """Brain's loader; a training loader's length is kept.
+
+        The adversary's schedule counts steps within an epoch, and Brain
+        makes the training loader inside fit().
+        """
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **kw)
+        if stage == sb.Stage.TRAIN:
+            self.train_batches = len(loader)
+        return loader
 
     def on_fit_start(self):
         """Sets up class weights, then the default (optimizers, resume)."""

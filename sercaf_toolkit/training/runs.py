@@ -131,7 +131,9 @@ LATER_KEYS = {
     "adversary_hidden": "64",
     "adversary_on_streams": "False",
     "adversary_dropout": "0.1",
-    "speaker_adversary": "!name:sercaf_toolkit.lobes.adversary.SpeakerAdversary",
+    "speaker_adversary": (
+        "!name:sercaf_toolkit.lobes.adversary.SpeakerAdversary"
+    ),
     "speaker_adversary.dropout": "0.1",
     "speaker_adversary.hidden_size": "64",
     "speaker_adversary.on_streams": "False",
