@@ -122,6 +122,11 @@ LATER_KEYS = {
     "task": "categorical",
     "model.regressor": "None",
     "prepare.task": "categorical",
+    # Before speaker-invariant training (issue 24): no mixup, and the test
+    # used one checkpoint.
+    "mixup_alpha": "0.0",
+    "average_checkpoints": "1",
+    "average_from": "best",
 }
 
 DATA_KEY = "data"
