@@ -579,16 +579,24 @@ class SERBrain(sb.Brain):
         if asked <= 1 or self.checkpointer is None:
             return
 
+        ranked = self.average_from == "best" and max_key is not None
+
         def end_of_epoch(checkpoint):
+            meta = checkpoint.meta
             return (
-                "epoch" in checkpoint.meta
-                and INTRA_EPOCH_CKPT_FLAG not in checkpoint.meta
+                "epoch" in meta
+                and INTRA_EPOCH_CKPT_FLAG not in meta
+                and (max_key in meta or not ranked)
             )
 
-        ranked = self.average_from == "best" and max_key is not None
+        def rank(checkpoint):
+            # Of equal figures (frequent on a small validation set), the
+            # later epoch: the choice does not depend on listing order.
+            meta = checkpoint.meta
+            return (meta[max_key], meta["epoch"]) if ranked else meta["epoch"]
+
         found = self.checkpointer.find_checkpoints(
-            max_key=max_key if ranked else None,
-            importance_key=None if ranked else _epoch_of,
+            importance_key=rank,
             ckpt_predicate=end_of_epoch,
             max_num_checkpoints=asked,
         )
@@ -662,11 +670,6 @@ class SERBrain(sb.Brain):
         with open(path + ".tmp", "w", encoding="utf-8") as out:
             json.dump(history, out, indent=2)
         os.replace(path + ".tmp", path)
-
-
-def _epoch_of(checkpoint):
-    """Ranks checkpoints by their epoch (the most recent first)."""
-    return checkpoint.meta["epoch"]
 
 
 def _in_percent(stats):
