@@ -272,3 +272,19 @@ def test_functionals_model_refuses_onnx_in_one_line(tmp_path):
     with pytest.raises(UserError, match="EGeMAPSFunctionals block") as error:
         export_module(model, ["a", "b", "c"], str(tmp_path / "m.onnx"))
     assert "\n" not in str(error.value)
+
+
+def test_mixup_mixes_the_functionals_with_the_streams_plan():
+    from sercaf_toolkit.lobes.mixup import MixPlan
+
+    branch = FunctionalsBranch(_Level)
+    wavs = torch.randn(3, 800) * torch.tensor([[0.1], [1.0], [3.0]])
+    branch.train()
+    branch(wavs)
+    branch.eval()
+    plain = branch(wavs)
+    plan = MixPlan(0.7, torch.tensor([2, 0, 1]))
+    with branch.mixed(plan):
+        mixed = branch(wavs)
+    assert torch.allclose(mixed, 0.7 * plain + 0.3 * plain[[2, 0, 1]])
+    assert torch.equal(branch(wavs), plain)  # the plan is gone after

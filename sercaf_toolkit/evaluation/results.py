@@ -985,6 +985,7 @@ def write_run_outputs(folder, brain, test_csv):
                 brain, "selected_on", f"best valid {brain.selection_key}"
             ),
             "selected_epoch": brain.test_selected_epoch,
+            **_averaging_block(brain),
             **calibration.block_of(brain),
         },
         corpus_of=corpus_of,
@@ -999,3 +1000,26 @@ def write_run_outputs(folder, brain, test_csv):
             selected_epoch=brain.test_selected_epoch,
         )
     return paths
+
+
+def _averaging_block(brain):
+    """``averaged_epochs`` and ``averaged_checkpoints`` of an averaged
+    model's test (``average_checkpoints`` > 1), or ``{}``.
+
+    Example
+    -------
+    >>> class Averaged:
+    ...     averaging = {"epochs": [2, 3], "asked": 3, "average_from": "last",
+    ...                  "chosen_by": "the last 2 epochs"}
+    >>> _averaging_block(Averaged())["averaged_epochs"]
+    [2, 3]
+    >>> _averaging_block(object())
+    {}
+    """
+    block = getattr(brain, "averaging", None)
+    if not block:
+        return {}
+    return {
+        "averaged_epochs": list(block["epochs"]),
+        "averaged_checkpoints": dict(block),
+    }

@@ -18,6 +18,7 @@ Authors
 """
 
 import collections
+import contextlib
 import hashlib
 import importlib.util
 import warnings
@@ -279,10 +280,36 @@ class FunctionalsBranch(torch.nn.Module):
             self.output_size, max_updates=max_updates
         )
 
+    #: The mixup plan of the batch being trained on (see :meth:`mixed`).
+    mix_plan = None
+
     def forward(self, wavs, wav_lens=None):
         """``[batch, output_size]`` standardised functionals."""
         values = self.features(wavs, wav_lens)
         mask = torch.ones(
             len(values), 1, dtype=torch.bool, device=values.device
         )
-        return self.normalization(values[:, None], mask)[:, 0]
+        values = self.normalization(values[:, None], mask)
+        if self.mix_plan is not None:
+            values, _ = self.mix_plan.mix_features(values, mask)
+        return values[:, 0]
+
+    @contextlib.contextmanager
+    def mixed(self, plan):
+        """Mixes the standardised functionals as mixup mixes the streams.
+
+        The functionals of mixed waveforms would be openSMILE's analysis
+        of audio that never repeats (no cache hit, every batch); the mix
+        of the two utterances' values is what the mixed labels describe,
+        as for the eGeMAPS stream's descriptors.
+
+        Arguments
+        ---------
+        plan : sercaf_toolkit.lobes.mixup.MixPlan
+            The batch's mixing weight and permutation.
+        """
+        self.mix_plan = plan
+        try:
+            yield
+        finally:
+            self.mix_plan = None

@@ -4,6 +4,8 @@ Authors
  * sercaf-toolkit developers 2026
 """
 
+import contextlib
+
 import torch
 import torchaudio
 
@@ -183,6 +185,10 @@ class SpectrogramStream(Stream):
         :class:`~sercaf_toolkit.lobes.augment.LogMelAugment`; a factory is
         called without arguments.
 
+    While :meth:`mixed` holds a mixup plan (training only), the normalised
+    and augmented features of the batch are mixed before the encoder
+    (:meth:`~sercaf_toolkit.lobes.mixup.MixPlan.mix_features`).
+
     Example
     -------
     >>> from sercaf_toolkit.lobes.masking import GlobalNormalization
@@ -222,7 +228,24 @@ class SpectrogramStream(Stream):
             features = self.normalization(features, mask)
         if self.augment is not None and self.training:
             features = self.augment(features, mask)
+        if self.mix_plan is not None:
+            features, mask = self.mix_plan.mix_features(features, mask)
         return self.encoder(features, mask)
+
+    @contextlib.contextmanager
+    def mixed(self, plan):
+        """Mixes the normalised (and augmented) features, not waveforms.
+
+        A mix of two log-mel spectrograms is what mixup means on this
+        stream's input; mixed waveforms would also reach the front end's
+        floor (``top_db``) and an eGeMAPS front end's cache (keyed by the
+        samples) with examples that never repeat.
+        """
+        self.mix_plan = plan
+        try:
+            yield
+        finally:
+            self.mix_plan = None
 
     def describe(self):
         """The encoder's name, after the front end's unless it is LogMel

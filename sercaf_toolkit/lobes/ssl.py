@@ -505,6 +505,8 @@ class SSLStream(Stream):
         return (
             self.feature_cache is not None
             and self.feature_cache.enabled
+            # Mixed waveforms (mixup) are no file's: the model runs on them.
+            and self.mix_plan is None
             and self._sources is not None
             and len(self._sources) == batch_size
             and self.cacheable

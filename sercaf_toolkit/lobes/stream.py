@@ -26,6 +26,8 @@ import contextlib
 
 import torch
 
+from sercaf_toolkit.lobes.mixup import mixed_input
+
 
 def built(part, **sizes):
     """Returns ``part`` if it is a module, else calls the factory with sizes.
@@ -71,6 +73,8 @@ class Stream(torch.nn.Module):
     kind = "scratch"
     #: The constructor argument naming a hub id or model folder, if any.
     pretrained_source_argument = None
+    #: The mixup plan of the batch being trained on (see :meth:`mixed`).
+    mix_plan = None
 
     def pretrained_parameters(self):
         """The trainable parameters that come pre-trained.
@@ -84,6 +88,28 @@ class Stream(torch.nn.Module):
     def pretrained_held(self):
         """Runs the pre-trained part without gradients (warm-up)."""
         yield
+
+    @contextlib.contextmanager
+    def mixed(self, plan):
+        """Trains on the mixed examples of ``plan`` meanwhile (mixup).
+
+        By default the stream receives mixed waveforms (see
+        :func:`~sercaf_toolkit.lobes.mixup.mixed_input`); a stream that
+        can mix something closer to its encoder overrides this (a
+        :class:`~sercaf_toolkit.lobes.spectrogram.SpectrogramStream` mixes
+        its normalised features).
+
+        Arguments
+        ---------
+        plan : sercaf_toolkit.lobes.mixup.MixPlan
+            The batch's mixing weight and permutation.
+        """
+        self.mix_plan = plan
+        try:
+            with mixed_input(self, plan):
+                yield
+        finally:
+            self.mix_plan = None
 
     def export_arguments(self):
         """Constructor arguments to write into an exported model's YAML.

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import speechbrain as sb
 import torch
+from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 from speechbrain.utils.distributed import if_main_process
 
 from sercaf_toolkit.errors import UserError
@@ -26,9 +27,14 @@ from sercaf_toolkit.evaluation.metrics import (
     ccc_loss,
 )
 from sercaf_toolkit.lobes.masking import MaskedPooling
+from sercaf_toolkit.lobes.mixup import MixPlan, mixed_input
 from sercaf_toolkit.lobes.model import DualStreamModel, LogProbabilities
 from sercaf_toolkit.lobes.stream import pretrained_streams
-from sercaf_toolkit.training.checkpoints import RandomState
+from sercaf_toolkit.training.checkpoints import (
+    RandomState,
+    averaged_state_dict,
+)
+from sercaf_toolkit.training.preflight import check_training_options
 
 
 class AdversarialOutputs(NamedTuple):
@@ -106,6 +112,7 @@ class SERBrain(sb.Brain):
         self.temperature = None
         self.calibration = None
         self.ssl_warmup_steps = getattr(self.hparams, "ssl_warmup_steps", 0)
+        self._init_speaker_invariance()
         # Train metrics survive an intra-epoch checkpoint and resume.
         self.train_metrics = EmotionMetrics(self.label_names)
         self.train_dimension_metrics = DimensionMetrics(self.dimension_names)
@@ -142,7 +149,11 @@ class SERBrain(sb.Brain):
         """
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        with self._ssl_warmup(stage), self._audio_files(batch):
+        with (
+            self._ssl_warmup(stage),
+            self._audio_files(batch),
+            self._mixup(stage, len(wavs)),
+        ):
             if not self._adversarial(stage):
                 return self.modules.model(wavs, wav_lens)
             predictions, encoding = self.modules.model(
@@ -173,7 +184,13 @@ class SERBrain(sb.Brain):
             _masked_mean(frames, mask) for frames, mask in encoding.streams
         ]
         speakers = batch.speaker_encoded.data.reshape(-1)
-        return self.modules.adversary.loss(encoding.fused, pooled, speakers)
+
+        def loss(targets):
+            return self.modules.adversary.loss(encoding.fused, pooled, targets)
+
+        if self.mix_plan is not None:  # mixed speakers, as mixed labels
+            return self.mix_plan.mix_losses(loss, speakers)
+        return loss(speakers)
 
     @contextlib.contextmanager
     def _audio_files(self, batch):
@@ -230,9 +247,7 @@ class SERBrain(sb.Brain):
         """Class-weighted NLL of log-probabilities; keeps class figures."""
         targets, _ = batch.label_encoded
         targets = targets.reshape(-1)
-        loss = torch.nn.functional.nll_loss(
-            predictions, targets, weight=self.class_weights
-        )
+        loss = self._class_loss(predictions, targets, stage)
         self.metrics.append(batch.id, predictions, targets)
         if stage == sb.Stage.TEST:
             probabilities = predictions.detach().exp().cpu()
@@ -288,6 +303,7 @@ class SERBrain(sb.Brain):
         """
         self._set_class_weights()
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        self._average_tested_model(max_key)
         if self.temperature is not None:
             self._head().set_temperature(self.temperature)
 
@@ -448,19 +464,18 @@ class SERBrain(sb.Brain):
             self.checkpointer.save_and_keep_only(
                 meta={**_comparable(stats), "epoch": epoch},
                 max_keys=[self.selection_key],
+                num_to_keep=self.checkpoints_kept,
             )
         elif stage == sb.Stage.TEST:
             if logger is not None:
                 logger.log_stats(
-                    stats_meta={
-                        "epoch loaded": self.hparams.epoch_counter.current
-                    },
+                    stats_meta=self._tested_meta(),
                     test_stats=_in_percent(stats),
                 )
             # The runner writes the test files and pictures from these.
             self.test_summary = summary
             self.test_dimension_summary = self.dimension_summary
-            self.test_selected_epoch = self.hparams.epoch_counter.current
+            self.test_selected_epoch = self._tested_epoch()
             if self.calibration is not None:
                 # Sorted as write_test_outputs sorts them: the same sums,
                 # so the block's ECE and NLL equal the top-level ones.
@@ -483,7 +498,8 @@ class SERBrain(sb.Brain):
         if if_main_process():
             self._record_history(epoch, None)
         self.checkpointer.save_and_keep_only(
-            meta={**_comparable(stats), "epoch": epoch}, num_to_keep=1
+            meta={**_comparable(stats), "epoch": epoch},
+            num_to_keep=self.checkpoints_kept,
         )
 
     def _anneal(self, valid_loss):
@@ -541,6 +557,176 @@ class SERBrain(sb.Brain):
         if self.optimizer_step < self.ssl_warmup_steps:
             return {k: v for k, v in optimizers.items() if k != "lr_ssl"}
         return optimizers
+
+    # Speaker-invariant training: mixup, checkpoint averaging --------------
+
+    def _init_speaker_invariance(self):
+        """Reads ``mixup_alpha``, ``average_checkpoints``, ``average_from``.
+
+        Both options are off by default (``0``, ``1``): training, the
+        checkpoints kept and the tested model are then as without them.
+        """
+        options = {
+            key: getattr(self.hparams, key)
+            for key in ("mixup_alpha", "average_checkpoints", "average_from")
+            if hasattr(self.hparams, key)
+        }
+        task = getattr(self._model(), "task", "categorical")
+        check_training_options({**options, "task": task})
+        self.mixup_alpha = float(options.get("mixup_alpha", 0.0))
+        self.average_checkpoints = int(options.get("average_checkpoints", 1))
+        self.average_from = str(options.get("average_from", "best"))
+        # The plan of the batch in training (set by compute_forward, read
+        # by the loss), and what the last test averaged.
+        self.mix_plan = None
+        self.averaging = None
+
+    @contextlib.contextmanager
+    def _mixup(self, stage, batch_size):
+        """Hands every stream the batch's mixup plan (training only).
+
+        With ``mixup_alpha`` > 0, ``lam ~ Beta(alpha, alpha)`` and one
+        permutation of the batch are drawn once per training batch
+        (:meth:`~sercaf_toolkit.lobes.mixup.MixPlan.draw`), before any
+        other random draw of the step; each stream mixes what suits it
+        (its ``mixed`` method; a module without one gets mixed
+        waveforms), and :meth:`_class_loss` mixes the targets. With 0,
+        nothing is drawn: training is what it was without mixup.
+        """
+        self.mix_plan = None
+        if stage != sb.Stage.TRAIN or self.mixup_alpha <= 0:
+            yield
+            return
+        plan = MixPlan.draw(self.mixup_alpha, batch_size, self.device)
+        self.mix_plan = plan
+        model = self._model()
+        # The functionals branch mixes its values like the streams.
+        branches = [getattr(model, "functionals", None)]
+        with contextlib.ExitStack() as held:
+            for stream in [*model.streams, *filter(None, branches)]:
+                mixed = getattr(stream, "mixed", None)
+                held.enter_context(
+                    mixed(plan) if mixed else mixed_input(stream, plan)
+                )
+            yield
+
+    def _class_loss(self, predictions, targets, stage):
+        """Class-weighted NLL; of the mixed targets in a mixup batch.
+
+        ``lam * NLL(y) + (1 - lam) * NLL(y[perm])``, each with the class
+        weights: the NLL of the soft targets ``lam * y + (1 - lam) *
+        y[perm]``. The batch's class figures (train WA, UA) are of the
+        mixed inputs against their first labels.
+        """
+
+        def nll(labels):
+            return torch.nn.functional.nll_loss(
+                predictions, labels, weight=self.class_weights
+            )
+
+        if stage == sb.Stage.TRAIN and self.mix_plan is not None:
+            return self.mix_plan.mix_losses(nll, targets)
+        return nll(targets)
+
+    @property
+    def checkpoints_kept(self):
+        """How many checkpoints each ranking keeps: 1, or k to average.
+
+        With ``average_checkpoints: k`` the checkpointer keeps the k best
+        by the selection key and the k most recent (the checkpointer always
+        keeps a few recent ones, for resuming).
+        """
+        return max(1, self.average_checkpoints)
+
+    def _average_tested_model(self, max_key):
+        """Loads the mean of the k checkpoints chosen for the test.
+
+        ``average_from: best`` averages the k best end-of-epoch
+        checkpoints by ``max_key``; ``last``, and any run without a key to
+        rank by (``validation: none``, a refit), the k most recent epochs.
+        Fewer than k (a short run) are averaged as they are, and
+        :attr:`averaging` says so. Only the model is averaged (see
+        :func:`~sercaf_toolkit.training.checkpoints.averaged_state_dict`);
+        the other recoverables are those of the checkpoint loaded by
+        ``on_evaluate_start``.
+        """
+        self.averaging = None
+        asked = self.average_checkpoints
+        if asked <= 1 or self.checkpointer is None:
+            return
+
+        ranked = self.average_from == "best" and max_key is not None
+
+        def end_of_epoch(checkpoint):
+            meta = checkpoint.meta
+            return (
+                "epoch" in meta
+                and INTRA_EPOCH_CKPT_FLAG not in meta
+                and (max_key in meta or not ranked)
+            )
+
+        def rank(checkpoint):
+            # Of equal figures (frequent on a small validation set), the
+            # later epoch: the choice does not depend on listing order.
+            meta = checkpoint.meta
+            return (meta[max_key], meta["epoch"]) if ranked else meta["epoch"]
+
+        found = self.checkpointer.find_checkpoints(
+            importance_key=rank,
+            ckpt_predicate=end_of_epoch,
+            max_num_checkpoints=asked,
+        )
+        if not found:  # nothing trained yet: the model as it is
+            return
+        model = self.checkpointer.recoverables["model"]
+        model.load_state_dict(averaged_state_dict(found, "model"))
+        epochs = sorted(int(c.meta["epoch"]) for c in found)
+        notes = []
+        if self.average_from == "best" and not ranked:
+            notes.append("no validation to rank by: the last epochs")
+        if len(found) < asked:
+            notes.append(f"only {len(found)} of the {asked} asked for exist")
+        self.averaging = {
+            "epochs": epochs,
+            "asked": asked,
+            "average_from": self.average_from,
+            "chosen_by": (
+                f"the {len(epochs)} best by valid {max_key}"
+                if ranked
+                else f"the last {len(epochs)} epochs"
+            )
+            + (f" ({'; '.join(notes)})" if notes else ""),
+        }
+
+    def tested_model(self):
+        """What the last test used: ``epoch 12``, ``average of epochs ...``.
+
+        Example
+        -------
+        >>> class Tested:
+        ...     averaging = {"epochs": [11, 12, 14]}
+        ...     test_selected_epoch = 14
+        >>> SERBrain.tested_model(Tested())
+        'average of epochs 11, 12, 14'
+        """
+        if self.averaging:
+            epochs = ", ".join(str(e) for e in self.averaging["epochs"])
+            return f"average of epochs {epochs}"
+        return f"epoch {self.test_selected_epoch}"
+
+    def _tested_epoch(self):
+        """The epoch a test reports: of the checkpoint, or the newest
+        averaged one (where the training curves mark it)."""
+        if self.averaging:
+            return self.averaging["epochs"][-1]
+        return self.hparams.epoch_counter.current
+
+    def _tested_meta(self):
+        """The test's line in ``train_log.txt``: which epoch(s)."""
+        if self.averaging:
+            epochs = ", ".join(str(e) for e in self.averaging["epochs"])
+            return {"epochs averaged": epochs}
+        return {"epoch loaded": self.hparams.epoch_counter.current}
 
     # Outputs --------------------------------------------------------------
 

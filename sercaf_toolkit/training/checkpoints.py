@@ -21,6 +21,8 @@ from speechbrain.utils.checkpoints import (
     PARAMFILE_EXT,
     Checkpoint,
     Checkpointer,
+    average_checkpoints,
+    average_state_dicts,
     ckpt_recency,
     mark_as_loader,
     mark_as_saver,
@@ -406,3 +408,74 @@ class RandomState:
         torch.set_rng_state(state["cpu"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def averaged_state_dict(checkpoints, recoverable="model"):
+    """The mean of a recoverable's state dicts over ``checkpoints``.
+
+    Floating-point entries (weights, and float buffers such as running
+    statistics) are averaged; every other entry (integer counters, flags)
+    is the newest checkpoint's, by ``meta["epoch"]`` (else the last given).
+
+    SpeechBrain's ``average_checkpoints`` loads and averages the files,
+    but its ``average_state_dicts`` divides every entry, which would turn
+    an integer counter into a float and average it, and sums in each
+    entry's own dtype: it is given the floating-point entries only, in
+    float64 (so that k identical checkpoints give back their weights to
+    the bit, and two give the correctly rounded mean), and the result is
+    cast back to each entry's dtype.
+
+    Arguments
+    ---------
+    checkpoints : list of speechbrain.utils.checkpoints.Checkpoint
+        The checkpoints to average (at least one).
+    recoverable : str
+        The name of the recoverable whose parameter files are averaged.
+
+    Returns
+    -------
+    dict
+        A state dict for the recoverable's ``load_state_dict``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> net = torch.nn.BatchNorm1d(1)
+    >>> saver = AtomicCheckpointer(tempfile.mkdtemp(), {"net": net})
+    >>> for epoch, weight in ((1, 1.0), (2, 2.0)):
+    ...     _ = net.weight.data.fill_(weight)
+    ...     _ = net.num_batches_tracked.fill_(10 * epoch)
+    ...     _ = saver.save_checkpoint(meta={"epoch": epoch})
+    >>> state = averaged_state_dict(saver.find_checkpoints(), "net")
+    >>> state["weight"], state["num_batches_tracked"]
+    (tensor([1.5000]), tensor(20))
+    """
+    checkpoints = list(checkpoints)
+    if not checkpoints:
+        raise ValueError("no checkpoints to average")
+    newest = max(
+        enumerate(checkpoints),
+        key=lambda item: (item[1].meta.get("epoch", -1), item[0]),
+    )[1]
+    state = torch.load(
+        newest.paramfiles[recoverable], map_location="cpu", weights_only=True
+    )
+    dtypes = {
+        name: value.dtype
+        for name, value in state.items()
+        if torch.is_tensor(value) and torch.is_floating_point(value)
+    }
+
+    def floats_only(path, map_location="cpu"):
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
+        return {name: loaded[name].double() for name in dtypes}
+
+    averaged = average_checkpoints(
+        checkpoints,
+        recoverable,
+        parameter_loader=floats_only,
+        averager=average_state_dicts,
+    )
+    for name, dtype in dtypes.items():
+        state[name] = averaged[name].to(dtype)
+    return state

@@ -178,3 +178,71 @@ def check_blocks(tree, model_key="model"):
         argument = getattr(block, "pretrained_source_argument", None)
         if argument and isinstance(arguments.get(argument), str):
             check_pretrained_source(arguments[argument])
+
+
+AVERAGE_FROM = ("best", "last")
+
+
+def check_training_options(tree):
+    """Fails in one line on a wrong mixup or checkpoint-averaging setting.
+
+    ``mixup_alpha`` must be a number >= 0 (0: off), ``average_checkpoints``
+    a whole number >= 1 (1: off), ``average_from`` ``best`` or ``last``.
+    Mixup mixes class labels: with ``task: dimensional`` or ``joint`` (the
+    CCC loss of dimension targets, not mixed) it is refused.
+
+    Arguments
+    ---------
+    tree : dict
+        A resolved, unbuilt recipe tree (or any mapping of these keys).
+
+    Raises
+    ------
+    UserError
+        Naming the key and the fix.
+
+    Example
+    -------
+    >>> check_training_options({"mixup_alpha": 0.4, "average_checkpoints": 3})
+    >>> check_training_options({"mixup_alpha": -1})
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: --mixup_alpha=-1: give the Beta \
+distribution's alpha, a number > 0 (e.g. 0.4), or 0 for no mixup
+    >>> check_training_options({"mixup_alpha": 0.4, "task": "joint"})
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: mixup_alpha: 0.4 mixes class labels, \
+and task: joint trains on dimension values, which are not mixed; use \
+--mixup_alpha=0 or --task=categorical
+    """
+    alpha = tree.get("mixup_alpha", 0.0)
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not alpha >= 0  # NaN too
+        or alpha == float("inf")
+    ):
+        raise UserError(
+            f"--mixup_alpha={alpha}: give the Beta distribution's alpha, a "
+            "number > 0 (e.g. 0.4), or 0 for no mixup"
+        )
+    task = tree.get("task", "categorical")
+    if alpha > 0 and task != "categorical":
+        raise UserError(
+            f"mixup_alpha: {alpha} mixes class labels, and task: {task} "
+            "trains on dimension values, which are not mixed; use "
+            "--mixup_alpha=0 or --task=categorical"
+        )
+    count = tree.get("average_checkpoints", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserError(
+            f"--average_checkpoints={count}: give how many checkpoints to "
+            "average, a whole number >= 1 (1: no averaging)"
+        )
+    source = tree.get("average_from", "best")
+    if source not in AVERAGE_FROM:
+        raise UserError(
+            f"--average_from={source}: use best (the checkpoints with the "
+            "best validation figure) or last (the last epochs)"
+        )

@@ -69,7 +69,10 @@ from sercaf_toolkit.hparams import (
 )
 from sercaf_toolkit.ssl_cache import PRECISIONS, attach_ssl_caches
 from sercaf_toolkit.training.brain import SERBrain
-from sercaf_toolkit.training.preflight import check_blocks
+from sercaf_toolkit.training.preflight import (
+    check_blocks,
+    check_training_options,
+)
 from sercaf_toolkit.training.recipe_options import (
     print_help_and_exit,
     recipe_keys,
@@ -107,6 +110,7 @@ RECIPE_KEYS = frozenset(
         "validation", "refit", "calibrate", "task",
         # speaker-adversarial training (sercaf_toolkit.lobes.adversary)
         "adversary_weight", "speaker_adversary",
+        "mixup_alpha", "average_checkpoints", "average_from",
         # the SSL feature cache (sercaf_toolkit.ssl_cache)
         "ssl_cache", "ssl_cache_folder", "ssl_cache_precision",
         # SpeechBrain run options taken from the YAML
@@ -325,6 +329,7 @@ def load_recipe(argv, script_dir=None):
             "chose; use --validation=speaker or group with it"
         )
     check_calibration(tree, validation)
+    check_training_options(tree)
     check_ssl_settings(tree)
     check_probe_streams(tree)
     # Only the picked blocks: a run without an SSL stream checks no SSL model.
@@ -653,6 +658,15 @@ def _train_test_export(
             hparams, "valid_dataloader_opts", datasets["test"], shuffle=False
         ),
     )
+    if getattr(brain, "averaging", None):
+        # The tested model is an average: say of which epochs, and why
+        # those (after a refit: of the refit's last epochs).
+        refit = (
+            getattr(brain, "selected_on", "") if hparams.get("refit") else ""
+        )
+        brain.selected_on = brain.averaging["chosen_by"] + (
+            f"; {refit}" if refit else ""
+        )
     metrics_path = os.path.join(output_folder, "test_metrics.json")
     inference_folder = os.path.join(output_folder, "inference")
     progress["phase"] = "while writing the test results and the export"
@@ -686,7 +700,7 @@ def _train_test_export(
         print(
             "Test on unseen speakers: "
             + "  ".join(figures)
-            + f"  (epoch {brain.test_selected_epoch}; "
+            + f"  ({_tested_model(brain)}; "
             + getattr(brain, "selected_on", f"best valid {brain.selection_key}")
             + ")"
         )
@@ -716,6 +730,12 @@ def _train_test_export(
     with open(metrics_path, encoding="utf-8") as source:
         metrics = json.load(source)
     return RecipeResult(output_folder, inference_folder, metrics)
+
+
+def _tested_model(brain):
+    """``epoch 12``, or ``average of epochs 11, 12, 14``."""
+    tested = getattr(brain, "tested_model", None)
+    return tested() if tested else f"epoch {brain.test_selected_epoch}"
 
 
 def main(script_file):

@@ -139,6 +139,11 @@ LATER_KEYS = {
     "speaker_adversary.on_streams": "False",
     "speaker_adversary.schedule": "dann",
     "speaker_adversary.weight": "0.0",
+    # Before speaker-invariant training (issue 24): no mixup, and the test
+    # used one checkpoint.
+    "mixup_alpha": "0.0",
+    "average_checkpoints": "1",
+    "average_from": "best",
 }
 
 DATA_KEY = "data"
