@@ -31,6 +31,17 @@ folds x seeds of UA, WA and macro F1 (scikit-learn's
 ``balanced_accuracy_score``, ``accuracy_score``, ``f1_score``) computed
 from each run's test predictions.
 
+``--inductive`` runs rows 3-5 without speaker normalisation (each test
+file labelled on its own, as an exported model does), and ``--reference
+FILE`` (a ``--json`` file of another invocation, e.g. the defaults) adds
+each deep row's UA difference to it, paired over fold x seed, with the
+95 % t interval and the sign-flip p of ``sercaf compare``:
+
+    python benchmarks/learning.py --rows 1,3,4 --inductive --seeds 1,2,3 \
+        --json defaults.json
+    python benchmarks/learning.py --rows 3 --inductive --seeds 1,2,3 \
+        --overrides='--mixup_alpha=0.4' --reference defaults.json
+
 Needs the ``baselines`` extra for row 1 (``pip install -e .[baselines]``,
 which installs ``opensmile``).
 """
