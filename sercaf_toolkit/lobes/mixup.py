@@ -30,7 +30,7 @@ import contextlib
 
 import torch
 
-from sercaf_toolkit.lobes.masking import relative_to_absolute
+from sercaf_toolkit.lobes.masking import mask_waveforms
 
 
 class MixPlan:
@@ -153,15 +153,11 @@ class MixPlan:
                 [1.0000, 1.0000, 0.5000, 0.5000]]), tensor([1., 1.]))
         """
         width = wavs.shape[1]
-        if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        lengths = relative_to_absolute(wav_lens, width)
-        positions = torch.arange(width, device=wavs.device)
-        valid = positions.unsqueeze(0) < lengths.unsqueeze(1)
-        wavs = wavs * valid.to(wavs.dtype)
+        wavs, lengths, _ = mask_waveforms(wavs, wav_lens)
         mixed = self._mix(wavs, self._partner(wavs))
         lengths = self._mixed_lengths(lengths)
-        return mixed, lengths.to(wav_lens.dtype) / width
+        dtype = wav_lens.dtype if wav_lens is not None else wavs.dtype
+        return mixed, lengths.to(dtype) / width
 
     def _mixed_lengths(self, lengths):
         partner = self._partner(lengths)
