@@ -23,8 +23,9 @@ with open("sercaf_toolkit/__init__.py", encoding="utf-8") as init:
 #
 # SpeechBrain (speechbrain.core.Brain, speechbrain.utils.checkpoints):
 # - Brain._train_loader_specifics(dataset, loader_kwargs), overridden by
-#   SERBrain (sercaf_toolkit/training/brain.py) to register a dynamic batch sampler
-#   as Brain.train_sampler, whose set_epoch(epoch) Brain calls each epoch;
+#   SERBrain (sercaf_toolkit/training/brain.py) to register a dynamic batch
+#   sampler as Brain.train_sampler, whose set_epoch(epoch) Brain calls each
+#   epoch;
 # - Checkpointer._new_checkpoint_dirpath() and
 #   Checkpointer._custom_checkpoint_dirpath(name), overridden by
 #   AtomicCheckpointer (sercaf_toolkit/training/checkpoints.py) so that
@@ -83,9 +84,9 @@ setup(
             "pytest>=8",
             # two test processes (one per core; pyproject.toml's addopts):
             # tiny-model training is interpreter-bound, and each test file
-            # stays in one process, in order (the docs test's examples
+            # stays in one process, in order (the docs tests' examples
             # build on each other)
-            "pytest-xdist>=3.5",
+            "pytest-xdist>=3.6",  # 3.6: --no-loadscope-reorder
             "ruff",
             "opensmile",
             "onnx>=1.16",
