@@ -288,3 +288,24 @@ def test_mixup_mixes_the_functionals_with_the_streams_plan():
         mixed = branch(wavs)
     assert torch.allclose(mixed, 0.7 * plain + 0.3 * plain[[2, 0, 1]])
     assert torch.equal(branch(wavs), plain)  # the plan is gone after
+
+
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        ("--adversary_weight=-1", "--adversary_weight=-1: give"),
+        ("--adversary_schedule=sometimes", "use dann"),
+        ("--adversary_hidden=0", "--adversary_hidden=0: give"),
+        ("--functionals=egemap", "did you mean egemaps?"),
+    ],
+)
+def test_wrong_settings_are_one_line_before_anything_is_written(
+    tmp_path, option, words
+):
+    from sercaf_toolkit.training.recipe import run_recipe
+
+    output = tmp_path / "run"
+    with pytest.raises(UserError, match=words) as error:
+        run_recipe(demo_args(tmp_path / "data", output, option))
+    assert "\n" not in str(error.value)
+    assert not output.exists() and not (tmp_path / "data").exists()

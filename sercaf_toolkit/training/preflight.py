@@ -22,6 +22,7 @@ import pydoc
 
 from sercaf_toolkit.errors import UserError
 from sercaf_toolkit.hparams import only_chosen, walk_nodes
+from sercaf_toolkit.lobes.adversary import SCHEDULES
 
 BUILD_TAGS = ("!new:", "!name:")
 
@@ -245,4 +246,46 @@ and task: joint trains on dimension values, which are not mixed; use \
         raise UserError(
             f"--average_from={source}: use best (the checkpoints with the "
             "best validation figure) or last (the last epochs)"
+        )
+    check_adversary_options(tree)
+
+
+def check_adversary_options(tree):
+    """Fails in one line on a wrong speaker-adversary setting.
+
+    ``adversary_weight`` must be a number >= 0 (0: no adversary),
+    ``adversary_schedule`` one of
+    :data:`~sercaf_toolkit.lobes.adversary.SCHEDULES`, and
+    ``adversary_hidden`` a whole number >= 1.
+
+    Example
+    -------
+    >>> check_adversary_options({"adversary_weight": 0.5})
+    >>> check_adversary_options({"adversary_schedule": "sometimes"})
+    Traceback (most recent call last):
+    ...
+    sercaf_toolkit.errors.UserError: --adversary_schedule=sometimes: use \
+dann (a ramp up from 0) or constant
+    """
+    weight = tree.get("adversary_weight", 0.0)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not 0 <= weight < float("inf")  # NaN too
+    ):
+        raise UserError(
+            f"--adversary_weight={weight}: give the gradient reversal's "
+            "scale, a number > 0 (e.g. 0.5), or 0 for no speaker adversary"
+        )
+    schedule = tree.get("adversary_schedule", "dann")
+    if schedule not in SCHEDULES:
+        raise UserError(
+            f"--adversary_schedule={schedule}: use dann (a ramp up from 0) "
+            "or constant"
+        )
+    hidden = tree.get("adversary_hidden", 64)
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise UserError(
+            f"--adversary_hidden={hidden}: give the speaker classifier's "
+            "hidden width, a whole number >= 1"
         )
