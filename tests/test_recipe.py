@@ -487,6 +487,10 @@ def test_a_locked_folder_is_refused_and_a_stale_lock_taken_over(
     assert not (output / "run.lock").exists()  # released at the end
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _intra_epoch_checkpoints(save):
     found = []
     for meta in pathlib.Path(save).glob("CKPT+*/CKPT.yaml"):
@@ -507,7 +511,14 @@ def test_ctrl_c_ends_in_one_line_and_the_same_command_resumes(
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     with open(tmp_path / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            # As from a shell: SIGINT at its default. A test process may
+            # ignore it (a server test's signal handling), and a child
+            # started with SIGINT ignored keeps ignoring it.
+            preexec_fn=_default_sigint,
         )
         deadline = time.time() + 240
         # The Demo recipe checkpoints every few steps inside an epoch.
