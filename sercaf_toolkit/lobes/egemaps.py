@@ -32,6 +32,7 @@ from sercaf_toolkit.lobes.masking import (
     lengths_to_mask,
     mask_waveforms,
 )
+from sercaf_toolkit.lobes.mixup import plan_held
 from sercaf_toolkit.lobes.stream import built
 
 N_DESCRIPTORS = 25
@@ -308,8 +309,5 @@ class FunctionalsBranch(torch.nn.Module):
         plan : sercaf_toolkit.lobes.mixup.MixPlan
             The batch's mixing weight and permutation.
         """
-        self.mix_plan = plan
-        try:
+        with plan_held(self, plan):
             yield
-        finally:
-            self.mix_plan = None

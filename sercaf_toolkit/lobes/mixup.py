@@ -223,6 +223,31 @@ def _mix_input_waveforms(plan):
 
 
 @contextlib.contextmanager
+def plan_held(module, plan):
+    """Sets ``module.mix_plan`` to ``plan`` meanwhile, then back to None.
+
+    How a block that mixes its own features (a log-mel stream, the
+    functionals branch) learns the batch's plan: its forward reads
+    ``self.mix_plan``.
+
+    Example
+    -------
+    >>> module = torch.nn.Identity()
+    >>> plan = MixPlan(0.5, torch.tensor([1, 0]))
+    >>> with plan_held(module, plan):
+    ...     module.mix_plan is plan
+    True
+    >>> module.mix_plan is None
+    True
+    """
+    module.mix_plan = plan
+    try:
+        yield
+    finally:
+        module.mix_plan = None
+
+
+@contextlib.contextmanager
 def mixed_input(module, plan):
     """Calls of ``module(wavs, wav_lens)`` get mixed waveforms meanwhile.
 

@@ -10,6 +10,7 @@ import torch
 import torchaudio
 
 from sercaf_toolkit.lobes.masking import lengths_to_mask, mask_waveforms
+from sercaf_toolkit.lobes.mixup import plan_held
 from sercaf_toolkit.lobes.stream import Stream, built
 
 
@@ -241,11 +242,8 @@ class SpectrogramStream(Stream):
         floor (``top_db``) and an eGeMAPS front end's cache (keyed by the
         samples) with examples that never repeat.
         """
-        self.mix_plan = plan
-        try:
+        with plan_held(self, plan):
             yield
-        finally:
-            self.mix_plan = None
 
     def describe(self):
         """The encoder's name, after the front end's unless it is LogMel

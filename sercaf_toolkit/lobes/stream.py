@@ -26,7 +26,7 @@ import contextlib
 
 import torch
 
-from sercaf_toolkit.lobes.mixup import mixed_input
+from sercaf_toolkit.lobes.mixup import mixed_input, plan_held
 
 
 def built(part, **sizes):
@@ -104,12 +104,8 @@ class Stream(torch.nn.Module):
         plan : sercaf_toolkit.lobes.mixup.MixPlan
             The batch's mixing weight and permutation.
         """
-        self.mix_plan = plan
-        try:
-            with mixed_input(self, plan):
-                yield
-        finally:
-            self.mix_plan = None
+        with plan_held(self, plan), mixed_input(self, plan):
+            yield
 
     def export_arguments(self):
         """Constructor arguments to write into an exported model's YAML.

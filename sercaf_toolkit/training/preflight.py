@@ -218,12 +218,7 @@ and task: joint trains on dimension values, which are not mixed; use \
 --mixup_alpha=0 or --task=categorical
     """
     alpha = tree.get("mixup_alpha", 0.0)
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float))
-        or not alpha >= 0  # NaN too
-        or alpha == float("inf")
-    ):
+    if not _finite_at_least_zero(alpha):
         raise UserError(
             f"--mixup_alpha={alpha}: give the Beta distribution's alpha, a "
             "number > 0 (e.g. 0.4), or 0 for no mixup"
@@ -236,7 +231,7 @@ and task: joint trains on dimension values, which are not mixed; use \
             "--mixup_alpha=0 or --task=categorical"
         )
     count = tree.get("average_checkpoints", 1)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    if not _whole_at_least_one(count):
         raise UserError(
             f"--average_checkpoints={count}: give how many checkpoints to "
             "average, a whole number >= 1 (1: no averaging)"
@@ -268,11 +263,7 @@ def check_adversary_options(tree):
 dann (a ramp up from 0) or constant
     """
     weight = tree.get("adversary_weight", 0.0)
-    if (
-        isinstance(weight, bool)
-        or not isinstance(weight, (int, float))
-        or not 0 <= weight < float("inf")  # NaN too
-    ):
+    if not _finite_at_least_zero(weight):
         raise UserError(
             f"--adversary_weight={weight}: give the gradient reversal's "
             "scale, a number > 0 (e.g. 0.5), or 0 for no speaker adversary"
@@ -284,8 +275,22 @@ dann (a ramp up from 0) or constant
             "or constant"
         )
     hidden = tree.get("adversary_hidden", 64)
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+    if not _whole_at_least_one(hidden):
         raise UserError(
             f"--adversary_hidden={hidden}: give the speaker classifier's "
             "hidden width, a whole number >= 1"
         )
+
+
+def _finite_at_least_zero(value):
+    """A number (not a bool) in [0, inf): NaN and inf are not."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 <= value < float("inf")
+    )
+
+
+def _whole_at_least_one(value):
+    """A whole number (not a bool) >= 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
