@@ -2,6 +2,7 @@
 exported demo model."""
 
 import pathlib
+import signal
 
 import pytest
 import speechbrain as sb
@@ -16,6 +17,28 @@ DEMO_YAML = (
     / "recipes" / "Demo" / "hparams" / "caf.yaml"
 )  # fmt: skip
 DEMO_LABELS = ["neutral", "happy", "angry", "sad"]
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_given_back():
+    """Some tests (and the commands they run in this process, through
+    ``--threads``) set torch's thread count. Tests that compare a run in
+    this process with one in a subprocess to the bit need both to sum in
+    the same order, so every test gives the count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def interrupt_handler_given_back():
+    """A test that leaves SIGINT ignored makes every later child process
+    ignore Ctrl-C too (ignored signals are inherited), so the interrupt
+    tests would pass alone and fail in the suite."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
 
 
 @pytest.fixture(scope="session")

@@ -33,16 +33,6 @@ def digest(paths):
     return sha.hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def torch_threads_given_back():
-    """The benchmark (and the training test) set torch's thread count; later
-    tests compare runs in this process with runs in subprocesses to the
-    bit, so every test here gives the count back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_generator_speakers_classes_and_determinism(tmp_path):
     paths = expressive.generate_expressive_corpus(tmp_path / "a", scale=0.2)
     speakers = {os.path.basename(os.path.dirname(p)) for p in paths}
